@@ -1,0 +1,50 @@
+# pixeltext: `make test` on a fresh clone installs everything it needs, then runs the suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CUDA user adds the matching PyTorch index, e.g. https://download.pytorch.org/whl/cu128
+TORCH_INDEX_URL ?=
+PIP_INSTALL := $(BIN)/python -m pip install --no-compile --disable-pip-version-check --progress-bar off \
+	-c constraints.txt $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install test lint bench lock clean
+
+help:
+	@echo "make install   virtual environment in $(VENV), both packages (editable), fonts and tokenizer"
+	@echo "make test      the test suite (installs first)"
+	@echo "make bench     renderer benchmarks"
+	@echo "make lint      ruff"
+	@echo "make lock      re-resolve dependencies into constraints.txt"
+
+install: $(INSTALLED)
+	@$(BIN)/pixeltext-render assets fetch
+
+$(INSTALLED): constraints.txt render/pyproject.toml train/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "pixeltext needs Python >= 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e 'render[dev]' -e 'train[dev]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest tests
+
+lint: install
+	$(BIN)/ruff check render train tests bench
+	$(BIN)/ruff format --check render train tests bench
+
+bench: install
+	$(BIN)/python bench/render_bench.py
+
+lock:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --no-compile -q -e 'render[dev]' -e 'train[dev]'
+	{ sed -n '1,/^[a-zA-Z]/{/^#/p}' constraints.txt; \
+	  $(VENV)-lock/bin/pip freeze --exclude-editable | sed 's/+[a-z0-9.]*$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf $(VENV)-lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

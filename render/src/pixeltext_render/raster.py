@@ -1,0 +1,195 @@
+"""The strip canvas: cached glyph ink scattered into one array, then coloured through a table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from pixeltext_render.config import RenderConfig
+from pixeltext_render.fonts import ColorInk, FontChain, MonoInk
+
+if TYPE_CHECKING:
+    from pixeltext_render.shaping import Glyphs
+
+
+def coverage_colors(text_color, background) -> np.ndarray:
+    """Table [256, 3]: the colour of a pixel with coverage 0..255 of text over background."""
+    alpha = np.arange(256, dtype=np.int64)[:, None]
+    fg = np.asarray(text_color, np.int64)[None, :]
+    bg = np.asarray(background, np.int64)[None, :]
+    return ((bg * (255 - alpha) + fg * alpha + 127) // 255).astype(np.uint8)
+
+
+def composite_premultiplied(pixels: np.ndarray, x: int, y: int, rgba: np.ndarray) -> None:
+    """Draw a premultiplied RGBA image over ``pixels`` with its top-left at (x, y), clipped."""
+    height, width = pixels.shape[:2]
+    top, left = max(y, 0), max(x, 0)
+    bottom, right = min(y + rgba.shape[0], height), min(x + rgba.shape[1], width)
+    if top >= bottom or left >= right:
+        return
+    src = rgba[top - y : bottom - y, left - x : right - x].astype(np.uint16)
+    dst = pixels[top:bottom, left:right].astype(np.uint16)
+    keep = 255 - src[..., 3:4]
+    pixels[top:bottom, left:right] = np.minimum((dst * keep + 127) // 255 + src[..., :3], 255)
+
+
+class Geometry(NamedTuple):
+    """Where ink lands: strip size, baseline row, and the padded canvas pieces are inked for.
+
+    Ink is kept as packed integers ``index * 256 + coverage``, ``index`` being a flat index
+    into a canvas ``stride`` pixels wide whose column ``pad`` is the strip's column 0. A
+    piece's ink is thus drawn anywhere by adding ``x * 256``, for the whole strip at once.
+    """
+
+    height: int
+    width: int
+    baseline: int
+    pad: int
+    stride: int
+
+    @classmethod
+    def of(cls, config: RenderConfig, baseline: int) -> Geometry:
+        pad = 64 * config.patch_size
+        return cls(config.height, config.width, baseline, pad, config.width + 2 * pad)
+
+    @property
+    def ink_dtype(self) -> type[np.signedinteger]:
+        return np.int32 if self.height * self.stride * 256 < 2**31 else np.int64
+
+
+class Ink(NamedTuple):
+    """The ink of positioned glyphs, relative to their start (see :class:`Geometry`)."""
+
+    packed: np.ndarray  # canvas index * 256 + coverage
+    left: int  # leftmost and one past the rightmost inked column
+    right: int
+    colors: tuple[tuple[int, ColorInk], ...]  # colour glyphs: (x of the pen, glyph)
+
+
+class Line(NamedTuple):
+    """The ink of a line's pieces as columns (one entry per piece), ready to draw."""
+
+    packed: tuple[np.ndarray, ...]
+    counts: np.ndarray
+    ink_left: np.ndarray
+    ink_right: np.ndarray
+    colors: tuple[tuple[tuple[int, ColorInk], ...], ...]
+
+
+class _GlyphInk(NamedTuple):
+    packed: np.ndarray  # the glyph drawn with its pen at x = 0 on the baseline
+    left: int
+    right: int
+
+
+class InkCache:
+    """Each glyph's ink, packed for one geometry, computed once per glyph."""
+
+    def __init__(self, chain: FontChain, geometry: Geometry):
+        self.chain = chain
+        self.geometry = geometry
+        self._inks: dict[tuple[int, int], _GlyphInk | ColorInk] = {}
+
+    def get(self, font: int, glyph: int) -> _GlyphInk | ColorInk:
+        key = (font, glyph)
+        ink = self._inks.get(key)
+        if ink is None:
+            ink = self._inks[key] = self._pack(self.chain.fonts[font].ink(glyph))
+        return ink
+
+    def _pack(self, ink: MonoInk | ColorInk) -> _GlyphInk | ColorInk:
+        if isinstance(ink, ColorInk):
+            return ink
+        g = self.geometry
+        flat = (ink.ys.astype(np.int64) + g.baseline) * g.stride + ink.xs + g.pad
+        packed = (flat * 256 + ink.values).astype(g.ink_dtype)
+        if not len(packed):
+            return _GlyphInk(packed, 0, 0)
+        return _GlyphInk(packed, int(ink.xs.min()), int(ink.xs.max()) + 1)
+
+    def ink(self, glyphs: Glyphs) -> Ink:
+        """The ink of positioned glyphs; rows that fall outside the strip are dropped."""
+        g = self.geometry
+        monos: list[_GlyphInk] = []
+        shifts: list[int] = []
+        colors: list[tuple[int, ColorInk]] = []
+        left, right = 0, 0
+        for font, glyph, x, y in zip(glyphs.fonts, glyphs.ids, glyphs.x, glyphs.y, strict=True):
+            ink = self.get(font, glyph)
+            if isinstance(ink, ColorInk):
+                colors.append((x, ColorInk(ink.top + y, ink.left, ink.rgba)))
+            elif len(ink.packed):
+                monos.append(ink)
+                shifts.append((x - y * g.stride) * 256)
+                left, right = min(left, x + ink.left), max(right, x + ink.right)
+        if not monos:
+            return Ink(np.zeros(0, g.ink_dtype), 0, 0, tuple(colors))
+        packed = np.concatenate([m.packed for m in monos])
+        packed += np.repeat(np.asarray(shifts, g.ink_dtype), [len(m.packed) for m in monos])
+        inside = (packed >= 0) & (packed < g.height * g.stride * 256)
+        return Ink(packed if inside.all() else packed[inside], left, right, tuple(colors))
+
+
+class Canvas:
+    """Draws lines of pieces into strips of the config's geometry.
+
+    A strip without colour glyphs, drawn in grey on grey (the default: black on white), is
+    returned as one channel [H, W]; otherwise as RGB [H, W, 3]. Both are exact.
+    """
+
+    def __init__(self, config: RenderConfig, baseline: int):
+        self.geometry = Geometry.of(config, baseline)
+        self.patch_size = config.patch_size
+        colors = coverage_colors(config.text_color, config.background)
+        self._colors = colors
+        self._grey = colors[:, 0].copy() if (colors == colors[:, :1]).all() else None
+        self._inverse = self._grey is not None and bool((self._grey == 255 - np.arange(256)).all())
+        self._blank = np.empty((config.height, config.width, 3), np.uint8)  # copied, never drawn on
+        self._blank[:] = np.asarray(config.background, np.uint8)
+
+    def draw(self, origins: np.ndarray, line: Line) -> tuple[np.ndarray, int]:
+        """A line's pieces drawn at x ``origins``: the image and the right edge of the ink."""
+        g = self.geometry
+        counts = line.counts
+        inked = counts > 0
+        ink_right = int((origins + line.ink_right)[inked].max()) if inked.any() else 0
+        used = min(max(ink_right, 0), g.width)  # colour only the columns that have ink
+        coverage = np.zeros((g.height, 0), np.uint8)
+        if used:
+            packed = np.concatenate(line.packed)
+            packed += np.repeat((origins * 256).astype(g.ink_dtype), counts)
+            flat, values = packed >> 8, (packed & 255).astype(np.uint8)
+            if (origins + line.ink_left)[inked].min() < -g.pad or ink_right > g.width + g.pad:
+                column = flat % g.stride - g.pad  # off the padded canvas: clip
+                keep = (column >= 0) & (column < g.width)
+                flat, values = flat[keep], values[keep]
+            canvas = np.zeros(g.height * g.stride, np.uint8)
+            np.maximum.at(canvas, flat, values)
+            coverage = canvas.reshape(g.height, g.stride)[:, g.pad : g.pad + used]
+        colored = np.flatnonzero(np.fromiter(map(len, line.colors), np.int64, len(line.colors)))
+        if self._grey is not None and not len(colored):
+            image = np.empty((g.height, g.width), np.uint8)
+            image[:, used:] = self._grey[0]
+            if self._inverse:
+                np.subtract(255, coverage, out=image[:, :used])
+            else:
+                np.take(self._grey, coverage, out=image[:, :used])
+            return image, ink_right
+        image = np.empty((g.height, g.width, 3), np.uint8)
+        image[:, used:] = self._blank[:, used:]
+        image[:, :used] = np.take(self._colors, coverage, axis=0)
+        for index in colored:
+            for x, glyph in line.colors[index]:
+                x += int(origins[index]) + glyph.left
+                composite_premultiplied(image, x, g.baseline - glyph.top, glyph.rgba)
+                ink_right = max(ink_right, x + glyph.rgba.shape[1])
+        return image, ink_right
+
+    def finish(self, image: np.ndarray, black: list[int], used: int) -> None:
+        """Blank everything after the end patch ``used``, then paint the ``black`` patches."""
+        patch = self.patch_size
+        tail = self._blank[:, (used + 1) * patch :]
+        image[:, (used + 1) * patch :] = tail if image.ndim == 3 else tail[..., 0]
+        for index in black:
+            image[:, index * patch : (index + 1) * patch] = 0

@@ -1,0 +1,380 @@
+"""The renderer: a text (or a pair of texts) becomes RGB strips with aligned tokens.
+
+A document is tokenised once, cut into pieces that are shaped (and cached) one by one,
+then split into strips. Strips are cut only where a token starts, at a piece (word)
+boundary if one fits, else at a grapheme boundary, so no glyph and no token is split
+between two strips, and the strips' tokens concatenate to the document's tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import pairwise
+from typing import Any, NamedTuple
+
+import numpy as np
+import uharfbuzz as hb
+
+from pixeltext_render.bidi import embedding_levels, has_rtl, visual_order
+from pixeltext_render.config import RENDERER_VERSION, RenderConfig, fingerprint
+from pixeltext_render.fonts import FontChain, engine_versions
+from pixeltext_render.raster import Canvas, InkCache, Line
+from pixeltext_render.shaping import Piece, Shaper
+from pixeltext_render.text import display_table, grapheme_starts, normalize_text, piece_bounds
+from pixeltext_render.tokenizers import DEFAULT_TOKENIZER, Encoding, Tokenizer, load_tokenizer
+
+
+@dataclass
+class Strip:
+    """One rendered strip: pixels, the exact text drawn, and its tokens aligned to patches."""
+
+    image: np.ndarray  # uint8 [H, W] when every pixel is grey (R = G = B), else [H, W, 3]
+    text: str  # exactly the text drawn (normalised); for a pair, the first text
+    start: int  # offset of ``text`` in the normalised document
+    num_text_patches: int  # patches before the black end-of-text patch
+    token_ids: np.ndarray  # int32 [tokens]
+    token_patches: np.ndarray  # int32 [tokens, 2]: first and last patch of each token
+    missing_glyphs: int  # characters drawn as a "missing glyph" box
+    overflow: bool = False  # a unit wider than a strip had to be clipped (never in practice)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The strip as RGB, uint8 [H, W, 3] (a read-only view when the strip is grey)."""
+        if self.image.ndim == 3:
+            return self.image
+        return np.broadcast_to(self.image[..., None], (*self.image.shape, 3))
+
+    @property
+    def is_grey(self) -> bool:
+        return self.image.ndim == 2
+
+
+@dataclass
+class PairStrip(Strip):
+    """Two texts in one strip: ``text``, a black separator patch, then ``text_pair``."""
+
+    text_pair: str = ""
+    separator_patch: int = 0
+    pair_tokens_start: int = 0  # index of the first token of ``text_pair``
+    truncated: bool = False  # tokens were dropped from the end to fit the strip
+
+
+@dataclass
+class RenderedDocument:
+    text: str  # the normalised document; the strips' texts concatenate to it
+    changed_chars: int  # characters the normalisation rule removed or replaced
+    strips: list[Strip]
+
+    @property
+    def token_ids(self) -> np.ndarray:
+        return np.concatenate([s.token_ids for s in self.strips]) if self.strips else np.zeros(0, np.int32)
+
+    @property
+    def missing_glyphs(self) -> int:
+        return sum(s.missing_glyphs for s in self.strips)
+
+
+class _Layout(NamedTuple):
+    """A text cut into shaped pieces, in logical order."""
+
+    text: str
+    bounds: np.ndarray  # piece boundaries: 0, ..., len(text)
+    levels: np.ndarray  # bidi level of each piece
+    pieces: list[Piece]
+    columns: list[tuple]  # the pieces transposed: one tuple per Piece field
+    extents: np.ndarray  # [3, len(text)]: the pieces' character extents, each from its piece
+    widths: np.ndarray  # prefix sums of character advances, [len(text) + 1]
+
+
+class _Placed(NamedTuple):
+    """One line of pieces: their x and ink, and where each character landed."""
+
+    origins: np.ndarray  # x of each piece (logical order)
+    line: Line
+    char_left: np.ndarray  # per character, logical order
+    char_right: np.ndarray
+    right: int  # pen position after the line
+    missing: int
+
+
+class Renderer:
+    """Renders texts to strips as ``config`` says, tokenising with ``tokenizer``."""
+
+    def __init__(self, config: RenderConfig | None = None, tokenizer: Tokenizer | str = DEFAULT_TOKENIZER):
+        self.config = config or RenderConfig()
+        self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        self.chain = FontChain(self.config.fonts, self.config.font_size)
+        self.baseline = self.config.baseline or self._centred_baseline()
+        display = display_table(self.config.newline_glyph, self.config.tab_glyph)
+        self.canvas = Canvas(self.config, self.baseline)
+        inks = InkCache(self.chain, self.canvas.geometry)
+        self.shaper = Shaper(self.chain, display, inks, self.config.cache_size)
+        self.display = display  # the whitespace display rule as a translate table
+        patch = self.config.patch_size
+        self._capacity = (
+            patch * (self.config.max_patches - 1) - self.config.margin_left - self.config.margin_right
+        )
+
+    def _centred_baseline(self) -> int:
+        """Centre the main font's capital height and descender in the strip's height."""
+        main = self.chain.fonts[0]
+        cap = main.metric_px(hb.OTMetricsTag.CAP_HEIGHT)
+        descender = -main.metric_px(hb.OTMetricsTag.HORIZONTAL_DESCENDER)
+        return int(np.clip(round((self.config.patch_size + cap - descender) / 2), 1, self.config.patch_size))
+
+    def describe(self) -> dict[str, Any]:
+        """What decides the pixels: config, font files (by hash), engines. Stored with strips."""
+        return {
+            "config": self.config.to_dict(),
+            "fonts": [
+                {"spec": font.spec, "file": font.path.name, "sha256": font.sha256}
+                for font in self.chain.fonts
+            ],
+            "baseline": self.baseline,
+            "engines": engine_versions(),
+            "renderer_version": RENDERER_VERSION,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.describe())
+
+    # -- documents ---------------------------------------------------------------------
+
+    def render(self, text: str) -> RenderedDocument:
+        """Render a document into as many strips as it needs (at least one)."""
+        normalized = normalize_text(text)
+        text = normalized.text
+        encoding = self.tokenizer.encode(text)
+        layout = self._layout(text)
+        cuts = _Cuts(layout, encoding)
+        strips = []
+        start, first_token, capacity = 0, 0, self._capacity
+        while not strips or start < len(text):
+            end, end_token, overflow = cuts.next(start, capacity)
+            placed = self._place(layout, start, end, self.config.margin_left)
+            image, ink_right = self.canvas.draw(placed.origins, placed.line)
+            right = max(placed.right, ink_right)
+            needed = self._patches_for(right) if end > start else 0
+            if needed > self.config.max_patches - 1 and not overflow:
+                capacity -= right - placed.right  # ink overhangs the pen: cut earlier
+                continue
+            used = min(needed, self.config.max_patches - 1)
+            self.canvas.finish(image, [used], used)
+            strips.append(
+                Strip(
+                    image=image,
+                    text=text[start:end],
+                    start=start,
+                    num_text_patches=used,
+                    token_ids=encoding.ids[first_token:end_token],
+                    token_patches=self._token_patches(
+                        placed, encoding.spans[first_token:end_token] - start, used
+                    ),
+                    missing_glyphs=placed.missing,
+                    overflow=overflow,
+                )
+            )
+            start, first_token, capacity = end, end_token, self._capacity
+        return RenderedDocument(text, normalized.changed, strips)
+
+    def render_pair(self, text: str, text_pair: str) -> PairStrip:
+        """Render two texts into one strip with a black separator patch between them.
+
+        If they do not fit, whole tokens are dropped from the end of the longer one.
+        """
+        patch, margin = self.config.patch_size, self.config.margin_left
+        texts = [normalize_text(text).text, normalize_text(text_pair).text]
+        encodings = [self.tokenizer.encode(t) for t in texts]
+        layouts = [self._layout(t) for t in texts]
+        ends = [len(t) for t in texts]
+        token_ends = [len(e) for e in encodings]
+        truncated = False
+        while True:
+            widths = [int(layout.widths[end]) for layout, end in zip(layouts, ends, strict=True)]
+            first_patches = self._patches_for(margin + widths[0])
+            if first_patches + 1 + self._patches_for(margin + widths[1]) <= self.config.max_patches - 1:
+                break
+            longer = int(widths[1] > widths[0])
+            cuts = encodings[longer].clean_breaks()
+            cuts = cuts[cuts < token_ends[longer]]
+            token_ends[longer] = int(cuts[-1]) if len(cuts) else 0
+            ends[longer] = int(encodings[longer].spans[token_ends[longer], 0]) if token_ends[longer] else 0
+            truncated = True
+        first = self._place(layouts[0], 0, ends[0], margin)
+        separator = self._patches_for(first.right) if ends[0] else 0
+        second = self._place(layouts[1], 0, ends[1], (separator + 1) * patch + margin)
+        both = Line(
+            *(
+                a + b if isinstance(a, tuple) else np.concatenate([a, b])
+                for a, b in zip(first.line, second.line, strict=True)
+            )
+        )
+        image, ink_right = self.canvas.draw(np.concatenate([first.origins, second.origins]), both)
+        used = separator + 1
+        if ends[1]:
+            used = min(self._patches_for(max(second.right, ink_right)), self.config.max_patches - 1)
+        self.canvas.finish(image, [separator, used], used)
+        ids = [e.ids[:k] for e, k in zip(encodings, token_ends, strict=True)]
+        return PairStrip(
+            image=image,
+            text=texts[0][: ends[0]],
+            start=0,
+            num_text_patches=used,
+            token_ids=np.concatenate(ids),
+            token_patches=np.concatenate(
+                [
+                    self._token_patches(first, encodings[0].spans[: token_ends[0]], separator),
+                    self._token_patches(second, encodings[1].spans[: token_ends[1]], used),
+                ]
+            ),
+            missing_glyphs=first.missing + second.missing,
+            text_pair=texts[1][: ends[1]],
+            separator_patch=separator,
+            pair_tokens_start=token_ends[0],
+            truncated=truncated,
+        )
+
+    # -- layout ------------------------------------------------------------------------
+
+    def _layout(self, text: str) -> _Layout:
+        levels = embedding_levels(text.translate(self.display)) if has_rtl(text) else None
+        bounds = piece_bounds(text)
+        if levels is not None:
+            changes = np.flatnonzero(np.diff(levels)) + 1
+            bounds = sorted(set(bounds).union(changes.tolist()))
+        piece_levels = levels[bounds[:-1]] if levels is not None else np.zeros(len(bounds) - 1, np.uint8)
+        shape = self.shaper.piece
+        if levels is None:
+            pieces = [shape(text[a:b], False) for a, b in pairwise(bounds)]
+        else:
+            rtl = (piece_levels & 1).astype(bool).tolist()
+            pieces = [shape(text[a:b], r) for (a, b), r in zip(pairwise(bounds), rtl, strict=True)]
+        columns = list(zip(*pieces, strict=True)) or [()] * len(Piece._fields)
+        extents = np.concatenate(columns[2], axis=1) if pieces else np.zeros((3, 0), np.int32)
+        widths = np.concatenate([[0], np.cumsum(extents[2], dtype=np.int64)])
+        return _Layout(text, np.asarray(bounds, np.int64), piece_levels, pieces, columns, extents, widths)
+
+    def _place(self, layout: _Layout, start: int, end: int, x: int) -> _Placed:
+        """Lay out ``layout.text[start:end]`` as one line starting at ``x`` (bidi-reordered)."""
+        bounds = layout.bounds
+        first = max(int(np.searchsorted(bounds, start, side="right")) - 1, 0)
+        stop = max(int(np.searchsorted(bounds, end, side="left")), first)
+        width, missing, _, ink, count, ink_left, ink_right, colors = (c[first:stop] for c in layout.columns)
+        levels = layout.levels[first:stop]
+        extents = layout.extents[:2, start:end].astype(np.int64)
+        cut = {}  # pieces cut by the strip edge, shaped again as the text they keep
+        for index in {0, stop - first - 1} if stop > first else ():
+            a, b = int(bounds[first + index]), int(bounds[first + index + 1])
+            if a < start or b > end:
+                a, b = max(a, start), min(b, end)
+                cut[index] = (a, self.shaper.piece(layout.text[a:b], bool(levels[index] & 1)))
+        if cut:
+            width, missing, ink, count, ink_left, ink_right, colors = (
+                list(c) for c in (width, missing, ink, count, ink_left, ink_right, colors)
+            )
+            for index, (_, piece) in cut.items():
+                width[index], missing[index], ink[index], count[index] = (
+                    piece[0],
+                    piece[1],
+                    piece[3],
+                    piece[4],
+                )
+                ink_left[index], ink_right[index], colors[index] = piece[5], piece[6], piece[7]
+        widths = np.array(width, np.int64)
+        origins = np.empty(len(widths), np.int64)
+        if (levels & 1).any():
+            order = np.asarray(visual_order(levels.tolist()), np.int64)
+            origins[order] = x + np.cumsum(widths[order]) - widths[order]
+        else:
+            origins[:] = x + np.cumsum(widths) - widths
+        extents += np.repeat(origins, np.diff(np.clip(bounds[first : stop + 1], start, end)))
+        for index, (a, piece) in cut.items():
+            extents[:, a - start : a - start + piece.chars.shape[1]] = piece.chars[:2] + origins[index]
+        line = Line(
+            tuple(ink), np.array(count, np.int64), np.array(ink_left), np.array(ink_right), tuple(colors)
+        )
+        return _Placed(origins, line, extents[0], extents[1], x + int(widths.sum()), sum(missing))
+
+    # -- strips ------------------------------------------------------------------------
+
+    def _patches_for(self, right: int) -> int:
+        """Patches used by content ending at pixel ``right`` (margin included)."""
+        patch = self.config.patch_size
+        return -(-(right + self.config.margin_right) // patch)
+
+    def _token_patches(self, placed: _Placed, spans: np.ndarray, used: int) -> np.ndarray:
+        """First and last patch of each token from its characters' extents."""
+        if len(spans) == 0:
+            return np.zeros((0, 2), np.int32)
+        patch = self.config.patch_size
+        count = len(placed.char_left)
+        if count == 0:
+            return np.zeros((len(spans), 2), np.int32)
+        first = placed.char_left // patch
+        last = (np.maximum(placed.char_right, placed.char_left + 1) - 1) // patch
+        begin = np.clip(spans[:, 0], 0, count)
+        end = np.clip(spans[:, 1], begin, count)
+        at = np.minimum(begin, count - 1)
+        low, high = first[at].copy(), last[at].copy()
+        wide = end - begin > 1
+        if wide.any():
+            pairs = np.stack([begin[wide], end[wide]], axis=1).ravel()
+            low[wide] = np.minimum.reduceat(np.append(first, 0), pairs)[::2]
+            high[wide] = np.maximum.reduceat(np.append(last, 0), pairs)[::2]
+        top = max(used - 1, 0)
+        return np.stack([np.clip(low, 0, top), np.clip(high, 0, top)], axis=1).astype(np.int32)
+
+
+class _Cuts:
+    """Where strips may end: token starts, preferably at piece (word) boundaries."""
+
+    def __init__(self, layout: _Layout, encoding: Encoding):
+        self.layout, self.encoding = layout, encoding
+        self._fallback: np.ndarray | None = None
+
+    @cached_property
+    def _breaks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cut positions (sorted) and the index of the token each starts."""
+        tokens = self.encoding.clean_breaks()
+        at = self.encoding.spans[tokens, 0].astype(np.int64)
+        order = np.lexsort((tokens, at))
+        at, tokens = at[order], tokens[order]
+        last = np.append(at[1:] != at[:-1], True)  # a zero-length token stays with the text before
+        return at[last], tokens[last]
+
+    @property
+    def at(self) -> np.ndarray:
+        return self._breaks[0]
+
+    @cached_property
+    def preferred(self) -> np.ndarray:
+        return np.intersect1d(self.at, self.layout.bounds)
+
+    def token_at(self, position: int) -> int:
+        return int(self._breaks[1][np.searchsorted(self.at, position)])
+
+    def next(self, start: int, capacity: int) -> tuple[int, int, bool]:
+        """``(end, end token, overflow)`` of the longest strip from ``start`` that fits."""
+        text, widths = self.layout.text, self.layout.widths
+        if widths[len(text)] - widths[start] <= capacity:
+            return len(text), len(self.encoding), False
+        limit = int(np.searchsorted(widths, widths[start] + capacity, side="right")) - 1
+        end = _last_in(self.preferred, start, limit)
+        if end is None:
+            if self._fallback is None:
+                self._fallback = np.intersect1d(self.at, grapheme_starts(text))
+            end = _last_in(self._fallback, start, limit)
+        if end is not None:
+            return end, self.token_at(end), False
+        later = self.at[self.at > start]  # nothing fits: take the shortest unit, clipped
+        if len(later):
+            return int(later[0]), self.token_at(int(later[0])), True
+        return len(text), len(self.encoding), True
+
+
+def _last_in(candidates: np.ndarray, low: int, high: int) -> int | None:
+    """The largest candidate in ``(low, high]``, if any."""
+    index = int(np.searchsorted(candidates, high, side="right")) - 1
+    return int(candidates[index]) if index >= 0 and candidates[index] > low else None

@@ -1,0 +1,1 @@
+"""Training decoders on rendered text (pixels), tokens, or both."""
