@@ -1,6 +1,8 @@
 # pixeltext: `make test` on a fresh clone installs everything it needs, then runs the suite.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# Keep bytecode caches in .venv: Beam's worker processes import it from scratch otherwise.
+unexport PYTHONDONTWRITEBYTECODE
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -11,12 +13,17 @@ PIP_INSTALL := $(BIN)/python -m pip install --no-compile --disable-pip-version-c
 	-c constraints.txt $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install test lint bench lock clean
+# make render: CORPUS (paths or globs, default: the English Wikipedia sample), OUT, TEXT_FIELD,
+# SHARD_SAMPLES, WORKERS, RUNNER, and BEAM_ARGS passed to Beam as they are.
+OUT ?= outputs/shards
+
+.PHONY: help install test lint bench render lock clean
 
 help:
 	@echo "make install   virtual environment in $(VENV), both packages (editable), fonts and tokenizer"
 	@echo "make test      the test suite (installs first)"
-	@echo "make bench     renderer benchmarks"
+	@echo "make render    render CORPUS=... into OUT=$(OUT) (WebDataset shards, Apache Beam)"
+	@echo "make bench     renderer and render-job benchmarks"
 	@echo "make lint      ruff"
 	@echo "make lock      re-resolve dependencies into constraints.txt"
 
@@ -36,8 +43,14 @@ lint: install
 	$(BIN)/ruff check render train tests bench
 	$(BIN)/ruff format --check render train tests bench
 
+render: install
+	$(BIN)/pixeltext-render run --out '$(OUT)' $(foreach c,$(CORPUS),--corpus '$(c)') \
+		$(if $(TEXT_FIELD),--text-field '$(TEXT_FIELD)') $(if $(SHARD_SAMPLES),--shard-samples $(SHARD_SAMPLES)) \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUNNER),--runner $(RUNNER)) $(BEAM_ARGS)
+
 bench: install
 	$(BIN)/python bench/render_bench.py
+	$(BIN)/python bench/job_bench.py
 
 lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock

@@ -3,10 +3,12 @@
 Runs under Debian's system Python (``/usr/bin/python3`` with python3-gi, gir1.2-pango-1.0,
 python3-gi-cairo, python3-numpy), not in the project's environment. Reads a JSON file
 ``{"texts": [...], "font": "Noto Sans", "points": 8, "dpi": 120, "height": 16, "width": 16384}``
-and prints ``{"render_s": [...], "array_s": [...]}``: per strip, seconds to draw into a
-cairo surface, and to also copy it out as an RGB numpy array (what PIXEL returns).
+and prints ``{"render_s": [...], "array_s": [...], "png_s": [...]}``: per strip, seconds to
+draw into a cairo surface, to also copy it out as an RGB numpy array (what PIXEL returns),
+and to also encode that as a PNG (cairo's encoder, as a pre-rendering job would store it).
 """
 
+import io
 import json
 import sys
 import time
@@ -25,7 +27,7 @@ def main() -> None:
         job = json.load(handle)
     height, width = job["height"], job["width"]
     font = Pango.FontDescription.from_string(f"{job['font']} {job['points']}")
-    render_s, array_s = [], []
+    render_s, array_s, png_s = [], [], []
     for text in job["texts"]:
         start = time.perf_counter()
         surface = cairo.ImageSurface(cairo.FORMAT_RGB24, width, height)
@@ -44,10 +46,13 @@ def main() -> None:
         rendered = time.perf_counter()
         pixels = np.frombuffer(surface.get_data(), np.uint8).reshape(height, width, 4)[:, :, 2::-1].copy()
         done = time.perf_counter()
+        surface.write_to_png(io.BytesIO())
+        encoded = time.perf_counter()
         assert pixels.shape == (height, width, 3)
         render_s.append(rendered - start)
         array_s.append(done - start)
-    json.dump({"render_s": render_s, "array_s": array_s}, sys.stdout)
+        png_s.append(encoded - start - (done - rendered))
+    json.dump({"render_s": render_s, "array_s": array_s, "png_s": png_s}, sys.stdout)
 
 
 if __name__ == "__main__":

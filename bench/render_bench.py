@@ -172,6 +172,7 @@ def main() -> None:
             pango = time_pango(texts, reference)
             row["pangocairo_render"] = 1 / pango["render_s"]
             row["pangocairo_render_to_array"] = 1 / pango["array_s"]
+            row["pangocairo_render_and_png"] = 1 / pango["png_s"]
         same, total = identical_to_slow_path(texts)
         row["identical_to_slow_path"] = f"{same}/{total}"
         rows.append(row)

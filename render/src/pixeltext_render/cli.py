@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -52,8 +55,14 @@ def _assets(args: argparse.Namespace) -> int:
     from pixeltext_render.assets import ASSETS, assets_dir, fetch_assets, missing_assets
 
     if args.action == "fetch":
+        from pixeltext_render.corpora import default_corpus
+
         fetched = fetch_assets(log=lambda m: print(m, file=sys.stderr))
-        print(f"{len(ASSETS)} assets ready in {assets_dir()} ({fetched} fetched)", file=sys.stderr)
+        corpus = default_corpus()
+        print(
+            f"{len(ASSETS)} assets ready in {assets_dir()} ({fetched} fetched); corpus {corpus.name}",
+            file=sys.stderr,
+        )
     elif args.action == "path":
         print(assets_dir())
     else:
@@ -61,6 +70,29 @@ def _assets(args: argparse.Namespace) -> int:
         for name in sorted(ASSETS):
             print(f"{'missing' if name in missing else 'ok':8} {name}")
         return 1 if missing else 0
+    return 0
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pixeltext_render.corpora import default_corpus
+    from pixeltext_render.pipeline import RenderJob, run
+    from pixeltext_render.sources import ReadOptions
+
+    corpus = tuple(args.corpus or [str(default_corpus())])
+    read = ReadOptions(args.format, args.text_field, args.id_field or None, args.lines, args.max_chars)
+    job = RenderJob(
+        corpus, args.out.rstrip("/"), read, _load_config(args.config), args.tokenizer, args.shard_samples
+    )
+    start = time.perf_counter()
+    manifest = run(job, args.runner, args.workers, beam_args, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    totals = manifest["totals"]
+    print(
+        f"rendered {totals['documents']} documents into {totals['strips']} strips in {totals['shards']} "
+        f"shards ({totals['bytes'] / 1e6:.1f} MB, {totals['strips'] / seconds:.0f} strips/s); "
+        f"{totals['rejected']} rejected (see rejected.jsonl), {totals['missing_glyphs']} missing glyphs "
+        f"-> {job.out}"
+    )
     return 0
 
 
@@ -81,6 +113,42 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--scale", type=int, default=3, help="enlarge pixels this many times")
     preview.set_defaults(run=_preview)
 
+    job = commands.add_parser(
+        "run",
+        help="render a corpus into WebDataset shards (Apache Beam; extra flags go to Beam)",
+        description="Render a corpus into WebDataset shards with Apache Beam. Flags this command "
+        "does not know are passed to Beam (e.g. --project, --region, --temp_location).",
+    )
+    job.add_argument(
+        "--corpus",
+        action="append",
+        help="file, glob or URL (gs://, s3://...); repeatable. Default: the English Wikipedia sample",
+    )
+    job.add_argument("--out", default="outputs/shards", help="output folder (local or any Beam filesystem)")
+    job.add_argument(
+        "--format",
+        choices=["auto", "parquet", "jsonl", "text"],
+        default="auto",
+        help="input format; auto goes by file extension",
+    )
+    job.add_argument("--text-field", default="text", help="JSON field or Parquet column with the text")
+    job.add_argument(
+        "--id-field", default="id", help="field with a document id, used as its key when present"
+    )
+    job.add_argument("--lines", action="store_true", help="plain text: one document per line, not per file")
+    job.add_argument("--max-chars", type=int, default=5_000_000, help="reject longer documents")
+    job.add_argument("--shard-samples", type=int, default=1000, help="about this many strips per shard")
+    job.add_argument("--workers", type=int, default=0, help="local worker processes (default: all cores)")
+    job.add_argument(
+        "--runner",
+        default="DirectRunner",
+        help="DirectRunner, DataflowRunner, FlinkRunner, SparkRunner, PortableRunner",
+    )
+    job.add_argument("--config", help="render config as JSON or YAML")
+    job.add_argument("--tokenizer", default="sentencepiece", help="bytes | sentencepiece[:PATH] | hf:PATH")
+    job.add_argument("--quiet", action="store_true", help="no progress bar")
+    job.set_defaults(run=_run, passes_unknown=True)
+
     assets = commands.add_parser("assets", help="fonts, tokenizer and corpora the renderer uses")
     assets.add_argument("action", choices=["fetch", "list", "path"], nargs="?", default="list")
     assets.set_defaults(run=_assets)
@@ -88,8 +156,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    passes_unknown = getattr(args, "passes_unknown", False)
+    if unknown and not passes_unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    # Beam is chatty (and warns about optional cloud libraries when imported): errors only,
+    # unless PIXELTEXT_LOG_LEVEL says otherwise. Set before anything imports Beam.
+    level = os.environ.get("PIXELTEXT_LOG_LEVEL", "ERROR").upper()
+    logging.basicConfig(level=level)
+    for name in ("", "apache_beam"):
+        logging.getLogger(name).setLevel(level)
+
+    from pixeltext_render.assets import AssetError
+    from pixeltext_render.fonts import FontError
+    from pixeltext_render.shards import JobConflict
+
+    try:
+        return args.run(args, unknown) if passes_unknown else args.run(args)
+    except (AssetError, FontError, JobConflict, FileNotFoundError, ValueError) as error:
+        print(f"pixeltext-render {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import gettext
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import mwparserfromhell
 
-from pixeltext_render.assets import ASSETS, asset_path
+from pixeltext_render.assets import ASSETS, asset_path, assets_dir
 
 WIKIPEDIA_SAMPLE = "corpora/enwiki-sample.xml.bz2"
+DEFAULT_CORPUS = "corpora/enwiki-sample.jsonl"
 _DJANGO_PREFIX = "corpora/django-messages/"
 _DROPPED_TAGS = {"ref", "table", "gallery", "math", "timeline", "references", "score", "syntaxhighlight"}
 _DROPPED_LINKS = ("file:", "image:", "category:", "media:")
@@ -62,6 +64,19 @@ def wikipedia_articles(path: Path | None = None) -> Iterator[dict[str, str]]:
                     "text": clean_wikitext(markup),
                 }
             element.clear()
+
+
+def default_corpus() -> Path:
+    """The render job's default corpus: the cleaned Wikipedia sample as JSON Lines
+    (``{"id", "title", "text"}`` per article), made from the fetched dump the first time."""
+    path = assets_dir() / DEFAULT_CORPUS
+    if not path.is_file():
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "w", encoding="utf-8") as out:
+            for article in wikipedia_articles():
+                out.write(json.dumps(article, ensure_ascii=False) + "\n")
+        partial.replace(path)
+    return path
 
 
 def django_languages() -> list[str]:

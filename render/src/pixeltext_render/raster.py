@@ -81,6 +81,7 @@ class _GlyphInk(NamedTuple):
     packed: np.ndarray  # the glyph drawn with its pen at x = 0 on the baseline
     left: int
     right: int
+    color: ColorInk | None  # colour glyphs are drawn apart, over the coverage
 
 
 class InkCache:
@@ -89,46 +90,44 @@ class InkCache:
     def __init__(self, chain: FontChain, geometry: Geometry):
         self.chain = chain
         self.geometry = geometry
-        self._inks: dict[tuple[int, int], _GlyphInk | ColorInk] = {}
+        self._inks: dict[tuple[int, int], _GlyphInk] = {}
 
-    def get(self, font: int, glyph: int) -> _GlyphInk | ColorInk:
+    def get(self, font: int, glyph: int) -> _GlyphInk:
         key = (font, glyph)
         ink = self._inks.get(key)
         if ink is None:
             ink = self._inks[key] = self._pack(self.chain.fonts[font].ink(glyph))
         return ink
 
-    def _pack(self, ink: MonoInk | ColorInk) -> _GlyphInk | ColorInk:
-        if isinstance(ink, ColorInk):
-            return ink
+    def _pack(self, ink: MonoInk | ColorInk) -> _GlyphInk:
         g = self.geometry
+        if isinstance(ink, ColorInk):
+            return _GlyphInk(np.zeros(0, g.ink_dtype), 0, 0, ink)
         flat = (ink.ys.astype(np.int64) + g.baseline) * g.stride + ink.xs + g.pad
         packed = (flat * 256 + ink.values).astype(g.ink_dtype)
         if not len(packed):
-            return _GlyphInk(packed, 0, 0)
-        return _GlyphInk(packed, int(ink.xs.min()), int(ink.xs.max()) + 1)
+            return _GlyphInk(packed, 0, 0, None)
+        return _GlyphInk(packed, int(ink.xs.min()), int(ink.xs.max()) + 1, None)
 
     def ink(self, glyphs: Glyphs) -> Ink:
         """The ink of positioned glyphs; rows that fall outside the strip are dropped."""
         g = self.geometry
-        monos: list[_GlyphInk] = []
-        shifts: list[int] = []
-        colors: list[tuple[int, ColorInk]] = []
-        left, right = 0, 0
-        for font, glyph, x, y in zip(glyphs.fonts, glyphs.ids, glyphs.x, glyphs.y, strict=True):
-            ink = self.get(font, glyph)
-            if isinstance(ink, ColorInk):
-                colors.append((x, ColorInk(ink.top + y, ink.left, ink.rgba)))
-            elif len(ink.packed):
-                monos.append(ink)
-                shifts.append((x - y * g.stride) * 256)
-                left, right = min(left, x + ink.left), max(right, x + ink.right)
-        if not monos:
-            return Ink(np.zeros(0, g.ink_dtype), 0, 0, tuple(colors))
-        packed = np.concatenate([m.packed for m in monos])
-        packed += np.repeat(np.asarray(shifts, g.ink_dtype), [len(m.packed) for m in monos])
+        inks = [self.get(font, glyph) for font, glyph in zip(glyphs.fonts, glyphs.ids, strict=True)]
+        colors = tuple(
+            (x, ColorInk(ink.color.top + y, ink.color.left, ink.color.rgba))
+            for ink, x, y in zip(inks, glyphs.x, glyphs.y, strict=True)
+            if ink.color is not None
+        )
+        drawn = [(ink, x, y) for ink, x, y in zip(inks, glyphs.x, glyphs.y, strict=True) if len(ink.packed)]
+        if not drawn:
+            return Ink(np.zeros(0, g.ink_dtype), 0, 0, colors)
+        packed = np.concatenate([ink.packed for ink, _, _ in drawn])
+        shifts = np.array([(x - y * g.stride) * 256 for _, x, y in drawn], g.ink_dtype)
+        packed += np.repeat(shifts, [len(ink.packed) for ink, _, _ in drawn])
+        left = min(0, min(x + ink.left for ink, x, _ in drawn))
+        right = max(x + ink.right for ink, x, _ in drawn)
         inside = (packed >= 0) & (packed < g.height * g.stride * 256)
-        return Ink(packed if inside.all() else packed[inside], left, right, tuple(colors))
+        return Ink(packed if inside.all() else packed[inside], left, max(right, 0), colors)
 
 
 class Canvas:

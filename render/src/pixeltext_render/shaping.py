@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 from typing import NamedTuple
 
 import numpy as np
@@ -65,26 +66,30 @@ def shape_runs(chain: FontChain, text: str, runs: list[tuple[int, int, int]], rt
         buffer.direction = "rtl" if rtl else "ltr"
         buffer.guess_segment_properties()
         hb.shape(chain.fonts[font_index].hb_font, buffer)
-        for info, position in zip(buffer.glyph_infos, buffer.glyph_positions, strict=True):
-            advance = (position.x_advance + 32) >> 6  # 26.6 fixed point to whole pixels
-            glyphs.fonts.append(font_index)
-            glyphs.ids.append(info.codepoint)
-            glyphs.clusters.append(info.cluster + start)
-            glyphs.x.append(pen + ((position.x_offset + 32) >> 6))
-            glyphs.y.append((position.y_offset + 32) >> 6)
-            glyphs.pen.append(pen)
-            glyphs.advance.append(advance)
-            pen += advance
+        infos, positions = buffer.glyph_infos, buffer.glyph_positions
+        advances = [(p.x_advance + 32) >> 6 for p in positions]  # 26.6 fixed point to pixels
+        pens = list(accumulate(advances, initial=pen))
+        glyphs.fonts.extend([font_index] * len(infos))
+        glyphs.ids.extend(i.codepoint for i in infos)
+        glyphs.clusters.extend(i.cluster + start for i in infos)
+        glyphs.x.extend(x + ((p.x_offset + 32) >> 6) for x, p in zip(pens, positions, strict=False))
+        glyphs.y.extend((p.y_offset + 32) >> 6 for p in positions)
+        glyphs.pen.extend(pens[:-1])
+        glyphs.advance.extend(advances)
+        pen = pens[-1]
     return glyphs
 
 
 def char_extents(glyphs: Glyphs, length: int) -> np.ndarray:
     """[3, length]: left and right of each character's cluster, and the cluster's advance on
     its first character. Pieces are short, so plain Python beats array calls here."""
+    pens, advances = glyphs.pen, glyphs.advance
+    if glyphs.clusters == list(range(length)):  # one glyph per character, in order: most text
+        return np.array([pens, [p + a for p, a in zip(pens, advances, strict=True)], advances], np.int32)
     left: dict[int, int] = {}
     right: dict[int, int] = {}
     advance: dict[int, int] = {}
-    for cluster, pen, width in zip(glyphs.clusters, glyphs.pen, glyphs.advance, strict=True):
+    for cluster, pen, width in zip(glyphs.clusters, pens, advances, strict=True):
         if cluster in left:
             left[cluster] = min(left[cluster], pen)
             right[cluster] = max(right[cluster], pen + width)

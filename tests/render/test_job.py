@@ -1,0 +1,372 @@
+"""The render job: Beam transforms, shards read back, determinism, bad input, resume."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+import zstandard
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from pixeltext_render import RenderConfig, Renderer
+from pixeltext_render.corpora import default_corpus
+from pixeltext_render.pipeline import (
+    AssignShards,
+    RenderJob,
+    beam_options,
+    build,
+    manifest_header,
+    run,
+    shard_of,
+)
+from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
+from pixeltext_render.shards import JobConflict, read_manifest, tar_bytes
+from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, match_corpus
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def local_pipeline() -> BeamTestPipeline:
+    return BeamTestPipeline(
+        options=PipelineOptions(flags=[], runner="DirectRunner", direct_running_mode="in_memory")
+    )
+
+
+@pytest.fixture(scope="module")
+def wiki() -> list[dict]:
+    """The first 14 articles of the real default corpus, each cut to its first 5,000 characters."""
+    with open(default_corpus(), encoding="utf-8") as lines:
+        articles = [json.loads(line) for _, line in zip(range(14), lines, strict=False)]
+    return [{"id": a["id"], "text": a["text"][:5000]} for a in articles]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, wiki) -> Path:
+    """The articles as two JSON Lines files, one plain and one gzipped."""
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "part-a.jsonl").write_text("".join(json.dumps(a) + "\n" for a in wiki[:8]), encoding="utf-8")
+    with gzip.open(folder / "part-b.jsonl.gz", "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps(a) + "\n" for a in wiki[8:])
+    return folder
+
+
+def job(corpus_folder: Path, out: Path, **options) -> RenderJob:
+    read = options.pop("read", ReadOptions())
+    return RenderJob((f"{corpus_folder}/*",), str(out), read, **options)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    run(job(corpus, out, shard_samples=10), workers=1, progress=False)
+    return out
+
+
+def test_shards_read_back_with_webdataset(shards, wiki, renderer):
+    manifest = read_manifest(str(shards))
+    names = [s["name"] for s in manifest["shards"]]
+    assert names == [f"shard-{i:06d}.tar" for i in range(len(names))] and len(names) > 1
+    samples = [decode_sample(s) for s in wds.WebDataset([str(shards / n) for n in names], shardshuffle=False)]
+    assert len(samples) == manifest["totals"]["strips"] == sum(s["samples"] for s in manifest["shards"])
+    by_document: dict[str, list] = {}
+    for sample in samples:
+        assert sample.key == f"{sample.meta['document']}_{sample.meta['strip']:04d}"
+        by_document.setdefault(sample.meta["document"], []).append(sample)
+    assert set(by_document) == {a["id"] for a in wiki}
+    for article in wiki:
+        strips = sorted(by_document[article["id"]], key=lambda s: s.meta["strip"])
+        assert [s.meta["strip"] for s in strips] == list(range(strips[0].meta["strips"]))
+        assert "".join(s.text for s in strips) == article["text"]
+        ids = np.concatenate([s.token_ids for s in strips])
+        assert np.array_equal(ids, renderer.tokenizer.encode(article["text"]).ids)
+        for s in strips:
+            n = s.num_text_patches
+            assert s.pixels.shape == (16, (n + 1) * 16, 3)
+            assert (s.pixels[:, n * 16 :] == 0).all()  # the stored strip ends with its end patch
+            assert s.token_patches.shape == (len(s.token_ids), 2) and s.token_patches.max() < n
+    assert manifest["totals"]["documents"] == len(wiki) and manifest["totals"]["rejected"] == 0
+
+
+def test_stored_pixels_are_the_rendered_pixels(shards, wiki, renderer):
+    sample = decode_sample(next(iter(wds.WebDataset(str(shards / "shard-000000.tar"), shardshuffle=False))))
+    article = next(a for a in wiki if a["id"] == sample.meta["document"])
+    strip = renderer.render(article["text"]).strips[sample.meta["strip"]]
+    width = sample.pixels.shape[1]
+    assert np.array_equal(sample.pixels, strip.pixels[:, :width])
+    assert (strip.pixels[:, width:] == 255).all()
+
+
+def test_shards_are_plain_tar_files_with_the_documented_members(shards):
+    with tarfile.open(shards / "shard-000000.tar") as archive:
+        members = archive.getmembers()
+    assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
+    extensions = {m.name.split(".", 1)[1] for m in members}
+    assert extensions == set(MEMBERS)
+    keys = [m.name.split(".", 1)[0] for m in members]
+    assert keys == sorted(keys)
+
+
+def test_manifest_describes_renderer_tokenizer_and_files(shards):
+    manifest = read_manifest(str(shards))
+    assert manifest["render"]["fingerprint"] == Renderer().fingerprint
+    assert manifest["tokenizer"]["vocab_size"] == 32000
+    assert len(manifest["render"]["fonts"]) == len(RenderConfig().fonts)
+    for shard in manifest["shards"]:
+        data = (shards / shard["name"]).read_bytes()
+        assert shard["bytes"] == len(data)
+        import hashlib
+
+        assert shard["sha256"] == hashlib.sha256(data).hexdigest()
+    assert set(manifest["totals"]) >= {"documents", "strips", "characters", "tokens", "rejected"}
+
+
+def test_same_bytes_with_one_or_two_workers(tmp_path, corpus, shards):
+    out = tmp_path / "again"
+    run(job(corpus, out, shard_samples=10), workers=2, progress=False)
+    names = sorted(p.name for p in shards.glob("shard-*.tar"))
+    assert names == sorted(p.name for p in out.glob("shard-*.tar"))
+    for name in [*names, "manifest.json", "rejected.jsonl"]:
+        assert (out / name).read_bytes() == (shards / name).read_bytes(), name
+
+
+def test_a_different_job_into_the_same_folder_is_refused(shards, corpus):
+    with pytest.raises(JobConflict, match="shard_samples"):
+        run(job(corpus, shards, shard_samples=11), workers=1, progress=False)
+
+
+def test_bad_records_are_rejected_and_good_ones_kept(tmp_path, wiki):
+    folder = tmp_path / "dirty"
+    folder.mkdir()
+    lines = [
+        json.dumps({"id": "good-1", "text": wiki[0]["text"]}).encode(),
+        json.dumps({"id": "empty", "text": "  \n "}).encode(),
+        b'{"id": "bad-utf8", "text": "caf\xe9 \xff"}',
+        json.dumps({"id": "huge", "text": wiki[1]["text"] * 30}).encode(),
+        json.dumps({"id": "junk", "text": bytes(range(1, 32)).decode() * 20 + "abc"}).encode(),
+        json.dumps({"id": "no-field", "body": "text under another name"}).encode(),
+        b'{"id": "truncated", "text": "no closing',
+        json.dumps({"id": "good-2", "text": wiki[2]["text"]}).encode(),
+    ]
+    (folder / "records.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    pq.write_table(
+        pa.table({"id": ["pq-1", "pq-2"], "text": [wiki[3]["text"], wiki[4]["text"]]}),
+        folder / "good.parquet",
+    )
+    (folder / "broken.parquet").write_bytes(b"PAR1" + os.urandom(2000))
+    out = tmp_path / "out"
+    run(job(folder, out, read=ReadOptions(max_chars=100_000)), workers=1, progress=False)
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    by_source = {r["source"]: r["reason"] for r in rejected}
+    assert set(by_source) == {f"records.jsonl:{n}" for n in (2, 3, 4, 5, 6, 7)} | {"broken.parquet"}
+    assert by_source["records.jsonl:2"] == "empty text"
+    assert by_source["records.jsonl:3"].startswith("invalid UTF-8")
+    assert by_source["records.jsonl:4"].startswith("too long")
+    assert by_source["records.jsonl:5"].startswith("binary data")
+    assert by_source["records.jsonl:6"] == "missing text field 'text'"
+    assert by_source["records.jsonl:7"].startswith("invalid JSON")
+    assert by_source["broken.parquet"].startswith("unreadable file")
+    documents = {
+        json.loads(s["json"])["document"]
+        for s in wds.WebDataset(str(out / "shard-000000.tar"), shardshuffle=False)
+    }
+    assert documents == {"good-1", "good-2", "pq-1", "pq-2"}
+    assert read_manifest(str(out))["totals"]["rejected"] == 7
+
+
+def test_every_input_format(tmp_path):
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    pq.write_table(
+        pa.table({"doc_id": ["p1", "p2"], "body": ["Parquet one.", "Parquet two."]}), folder / "a.parquet"
+    )
+    (folder / "b.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress(b'{"doc_id": "z1", "body": "Zstandard line."}\n')
+    )
+    (folder / "c.txt").write_text("A whole file is one document.\nEven with two lines.", encoding="utf-8")
+    read = ReadOptions(text_field="body", id_field="doc_id")
+    files = match_corpus([f"{folder}/*"])
+    assert [f.name for f in files] == ["a.parquet", "b.jsonl.zst", "c.txt"]
+    with local_pipeline() as pipeline:
+        documents = pipeline | ReadCorpus(files, read)
+        assert_that(
+            documents.documents | beam.Map(lambda d: d.key[:4] if d.key.startswith("src-") else d.key),
+            equal_to(["p1", "p2", "z1", "src-"]),
+            label="keys",
+        )
+        assert_that(documents.rejected, equal_to([]), label="none rejected")
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    (lines / "one-per-line.txt").write_text("first\n\nsecond\nthird\n", encoding="utf-8")
+    with local_pipeline() as pipeline:
+        read_lines = pipeline | ReadCorpus(match_corpus([str(lines / "*.txt")]), ReadOptions(lines=True))
+        assert_that(
+            read_lines.documents | beam.Map(lambda d: (d.source, d.text)),
+            equal_to(
+                [
+                    ("one-per-line.txt:1", "first"),
+                    ("one-per-line.txt:3", "second"),
+                    ("one-per-line.txt:4", "third"),
+                ]
+            ),
+        )
+
+
+def test_assign_shards_puts_each_document_in_exactly_one_shard():
+    documents = [Document(f"doc{i}", f"f:{i}", "word " * (400 * (i % 5 + 1))) for i in range(40)]
+    config = RenderConfig()
+
+    def check(grouped):
+        shards = sorted(index for index, _ in grouped)
+        assert shards == list(range(len(shards))) and len(shards) > 1
+        placed = [doc.key for _, docs in grouped for doc in docs if doc is not None]
+        assert sorted(placed) == sorted(d.key for d in documents)
+        for index, docs in grouped:
+            assert all(shard_of(d.key, len(shards)) == index for d in docs if d is not None)
+
+    with local_pipeline() as pipeline:
+        grouped = pipeline | beam.Create(documents) | AssignShards(shard_samples=3, config=config)
+        assert_that(
+            grouped | beam.Map(lambda kv: (kv[0], list(kv[1]))) | beam.combiners.ToList(),
+            lambda lists: check(lists[0]),
+        )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [
+            "--runner=DataflowRunner",
+            "--project=my-project",
+            "--region=europe-west4",
+            "--temp_location=gs://my-bucket/tmp",
+            "--sdk_container_image=europe-docker.pkg.dev/my-project/pixeltext/render-worker:1",
+        ],
+        [
+            "--runner=FlinkRunner",
+            "--flink_master=localhost:8081",
+            "--environment_type=DOCKER",
+            "--environment_config=pixeltext-render-worker:1",
+        ],
+        [
+            "--runner=SparkRunner",
+            "--spark_master_url=spark://localhost:7077",
+            "--environment_type=DOCKER",
+            "--environment_config=pixeltext-render-worker:1",
+        ],
+        [
+            "--runner=PortableRunner",
+            "--job_endpoint=localhost:8099",
+            "--environment_type=DOCKER",
+            "--environment_config=pixeltext-render-worker:1",
+        ],
+    ],
+)
+def test_the_pipeline_graph_builds_for_cluster_runners(flags, corpus, tmp_path):
+    runner = flags[0].split("=")[1]
+    render_job = job(corpus, "gs://my-bucket/shards" if runner == "DataflowRunner" else tmp_path)
+    pipeline = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
+    build(
+        pipeline, render_job, match_corpus(list(render_job.corpus)), manifest_header(render_job, Renderer())
+    )
+    proto = pipeline.to_runner_api()
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert {"Read", "RenderShards", "Summary"} <= names
+    assert type(pipeline.runner).__name__ == runner
+
+
+def test_the_worker_image_dockerfile_is_valid():
+    lines = (REPO / "docker" / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    instructions = [
+        line.split(None, 1) for line in lines if line.strip() and not line.lstrip().startswith("#")
+    ]
+    known = {"FROM", "WORKDIR", "COPY", "RUN", "ENV", "ARG", "ENTRYPOINT", "CMD", "LABEL", "USER"}
+    assert all(kind in known for kind, _ in instructions)
+    assert instructions[0][0] == "FROM"
+    beam_pin = next(
+        line
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line.startswith("apache-beam==")
+    )
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert instructions[0][1] == f"apache/beam_python{python}_sdk:{beam_pin.split('==')[1]}"
+    for kind, rest in instructions:
+        if kind == "COPY":
+            *sources, _ = rest.split()
+            assert all((REPO / source).exists() for source in sources), rest
+    commands = " ".join(rest for kind, rest in instructions if kind == "RUN")
+    assert "pixeltext-render assets fetch" in commands and "-c constraints.txt" in commands
+
+
+def test_png_and_tar_encodings_are_exact_and_deterministic():
+    rng = np.random.default_rng(0)
+    for image in (rng.integers(0, 256, (16, 300), np.uint8), rng.integers(0, 256, (16, 300, 3), np.uint8)):
+        decoded = np.asarray(Image.open(__import__("io").BytesIO(encode_png(image))))
+        assert np.array_equal(decoded, image)
+    samples = [(f"k{i}", {m: bytes([i]) * (i + 1) for m in MEMBERS}) for i in range(5)]
+    assert tar_bytes(samples) == tar_bytes(samples[::-1])
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_bytes(tmp_path, corpus):
+    command = [
+        sys.executable,
+        "-m",
+        "pixeltext_render.cli",
+        "run",
+        "--corpus",
+        f"{corpus}/*",
+        "--shard-samples",
+        "2",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    subprocess.run([*command, "--out", str(whole)], check=True, capture_output=True)
+    process = subprocess.Popen(
+        [*command, "--out", str(resumed)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(list((resumed / ".parts").glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    written = len(list(resumed.glob("shard-*.tar")))
+    total = len(list(whole.glob("shard-*.tar")))
+    assert 3 <= written < total and not (resumed / "manifest.json").exists()
+    subprocess.run([*command, "--out", str(resumed)], check=True, capture_output=True)
+    assert sorted(p.name for p in resumed.iterdir()) == sorted(p.name for p in whole.iterdir())
+    for path in (p for p in whole.rglob("*") if p.is_file()):
+        relative = path.relative_to(whole)
+        assert (resumed / relative).read_bytes() == path.read_bytes(), relative
+
+
+@pytest.mark.slow
+def test_make_render_with_no_corpus_renders_the_default_one(tmp_path):
+    out = tmp_path / "default"
+    result = subprocess.run(
+        ["make", "-s", "render", f"OUT={out}", "WORKERS=2"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("rendered 106 documents into") and "0 rejected" in summary
+    assert read_manifest(str(out))["totals"]["documents"] == 106
