@@ -51,6 +51,7 @@ render: install
 bench: install
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/job_bench.py
+	$(BIN)/python bench/train_bench.py
 
 lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock

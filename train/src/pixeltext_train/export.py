@@ -1,0 +1,89 @@
+"""Export a checkpoint's text-only part in Hugging Face's Llama layout.
+
+``python -m pixeltext_train.export CHECKPOINT OUT_DIR`` writes ``config.json`` and
+``model.safetensors`` as ``LlamaForCausalLM.save_pretrained`` would: the token embeddings,
+the decoder and the LM head (the patch embedding and patch head have no place there). The
+parameter names already follow Llama's, and the rotary embedding is Llama's, so no weight is
+permuted. ``transformers`` is not needed to export, only to load the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from pixeltext_train.model import ModelConfig
+
+TEXT_PARTS = ("embed_tokens.", "layers.", "norm.")
+
+
+def llama_config(config: ModelConfig, tokenizer: dict[str, Any] | None) -> dict[str, Any]:
+    tokenizer = tokenizer or {}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.max_positions,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+        "bos_token_id": tokenizer.get("bos_id"),
+        "eos_token_id": tokenizer.get("eos_id"),
+        "pad_token_id": tokenizer.get("pad_id"),
+        "torch_dtype": "float32",
+        "pixeltext_tokenizer": tokenizer.get("spec"),
+    }
+
+
+def llama_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our model's parameters -> Llama's names, text parts only."""
+    exported = {}
+    for name, tensor in model_state.items():
+        if name == "lm_head.weight":
+            exported[name] = tensor
+        elif name.startswith(TEXT_PARTS):
+            exported[f"model.{name}"] = tensor
+    return {name: tensor.detach().float().contiguous() for name, tensor in exported.items()}
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for a Lightning checkpoint's model."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    hyper = saved["hyper_parameters"]
+    config = ModelConfig(**hyper["model"])
+    model_state = {
+        k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(llama_state_dict(model_state), out / "model.safetensors", metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(llama_config(config, hyper.get("tokenizer")), indent=2))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint")
+    parser.add_argument("out")
+    args = parser.parse_args()
+    print(f"exported {export_checkpoint(args.checkpoint, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

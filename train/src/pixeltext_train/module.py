@@ -1,0 +1,140 @@
+"""The LightningModule: training and validation steps, optimiser and schedule, logging."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.throughput import get_available_flops
+
+from pixeltext_train.data import Batch
+from pixeltext_train.losses import next_patch_loss, next_token_loss, patch_targets, token_targets
+from pixeltext_train.model import ModelConfig, PixelTextModel
+
+
+def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_ratio``.
+
+    The warm-up is capped at a tenth of the run, so that short runs still train.
+    """
+    warmup_steps = max(1, min(warmup_steps, max_steps // 10))
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class PixelTextLM(L.LightningModule):
+    """Next-patch and next-token prediction with one decoder.
+
+    ``render`` and ``tokenizer`` (from the shards' manifest) are kept in the checkpoint so
+    evaluation rebuilds the identical renderer and tokenizer.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        lr: float = 5e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.1,
+        warmup_steps: int = 200,
+        schedule_steps: int = 10_000,
+        min_lr_ratio: float = 0.1,
+        bos_id: int | None = 1,
+        render: dict[str, Any] | None = None,
+        tokenizer: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = ModelConfig(**model)
+        self.model = PixelTextModel(self.config)
+        self._step_started = 0.0
+        self._peak_flops: float | None = None
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor | int]:
+        hidden = self.model(batch.tokens, batch.patches, batch.is_patch)
+        patch_where = patch_targets(batch.is_patch, batch.real)
+        token_where = token_targets(batch.tokens, batch.is_patch, batch.real, self.hparams.bos_id)
+        patch_loss, patches = next_patch_loss(hidden, self.model.patch_head, batch.patches, patch_where)
+        token_loss, tokens = next_token_loss(hidden, self.model.lm_head, batch.tokens, token_where)
+        return {
+            "loss": patch_loss + token_loss,
+            "patch_loss": patch_loss,
+            "token_loss": token_loss,
+            "patch_count": patches,
+            "token_count": tokens,
+        }
+
+    def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
+        out = self.losses(batch)
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=batch.tokens.shape[0])
+        for kind in ("patch", "token"):
+            if out[f"{kind}_count"]:
+                self.log(f"train/{kind}_loss", out[f"{kind}_loss"], batch_size=1)
+        return out["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_totals = torch.zeros(4, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: Batch, batch_index: int) -> None:
+        out = self.losses(batch)
+        self._val_totals += torch.tensor(
+            [
+                out["patch_loss"].item() * out["patch_count"],
+                out["patch_count"],
+                out["token_loss"].item() * out["token_count"],
+                out["token_count"],
+            ],
+            dtype=torch.float64,
+            device=self.device,
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        """Losses averaged over every predicted position of every rank (one collective call,
+        whatever each rank saw), so all ranks log the same keys and values."""
+        patch_sum, patches, token_sum, tokens = self.trainer.strategy.reduce(
+            self._val_totals, reduce_op="sum"
+        ).tolist()
+        values = {}
+        if patches:
+            values["val/patch_loss"] = patch_sum / patches
+        if tokens:
+            values["val/token_loss"] = token_sum / tokens
+        if values:
+            values["val/loss"] = sum(values.values())
+            self.log_dict(values, rank_zero_only=True)  # already reduced over the ranks
+
+    def on_train_batch_start(self, batch: Batch, batch_index: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch: Batch, batch_index: int) -> None:
+        seconds = time.perf_counter() - self._step_started
+        positions = int(batch.real.sum())  # patches + tokens
+        self.log("train/positions_per_s", positions / seconds, prog_bar=True, on_step=True, batch_size=1)
+        if self._peak_flops is None:
+            self._peak_flops = get_available_flops(self.device, torch.bfloat16) or 0.0
+        if self._peak_flops:  # model FLOPs utilisation, where the device's peak is known
+            flops = positions * self.model.flops_per_position(batch.tokens.shape[1])
+            self.log("train/mfu", flops / seconds / self._peak_flops, on_step=True, batch_size=1)
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed_tokens" not in n]
+        others = [
+            p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embed_tokens" not in n)
+        ]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": others, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+        )
+        h = self.hparams
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, h.warmup_steps, h.schedule_steps, h.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
