@@ -16,11 +16,15 @@ INSTALLED := $(VENV)/.installed
 # make render: CORPUS (paths or globs, default: the English Wikipedia sample), OUT, TEXT_FIELD,
 # SHARD_SAMPLES, WORKERS, RUNNER, and BEAM_ARGS passed to Beam as they are.
 OUT ?= outputs/shards
+# make demo: DEMO_BUDGET=full (about 15 minutes on 2 cores) or smoke (about a minute)
+DEMO_BUDGET ?= full
+DEMO_OUT ?= outputs/demo
 
-.PHONY: help install test lint bench render lock clean
+.PHONY: help install test lint bench render demo lock clean
 
 help:
 	@echo "make install   virtual environment in $(VENV), both packages (editable), fonts and tokenizer"
+	@echo "make demo      render, pre-train, fine-tune and score; a report in $(DEMO_OUT)/report"
 	@echo "make test      the test suite (installs first)"
 	@echo "make render    render CORPUS=... into OUT=$(OUT) (WebDataset shards, Apache Beam)"
 	@echo "make bench     renderer and render-job benchmarks"
@@ -40,13 +44,16 @@ test: install
 	$(BIN)/python -m pytest tests
 
 lint: install
-	$(BIN)/ruff check render train tests bench
-	$(BIN)/ruff format --check render train tests bench
+	$(BIN)/ruff check render train tests bench eval
+	$(BIN)/ruff format --check render train tests bench eval
 
 render: install
 	$(BIN)/pixeltext-render run --out '$(OUT)' $(foreach c,$(CORPUS),--corpus '$(c)') \
 		$(if $(TEXT_FIELD),--text-field '$(TEXT_FIELD)') $(if $(SHARD_SAMPLES),--shard-samples $(SHARD_SAMPLES)) \
 		$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUNNER),--runner $(RUNNER)) $(BEAM_ARGS)
+
+demo: install
+	$(BIN)/python eval/demo.py --budget $(DEMO_BUDGET) --out '$(DEMO_OUT)'
 
 bench: install
 	$(BIN)/python bench/render_bench.py

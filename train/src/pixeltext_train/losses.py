@@ -70,3 +70,30 @@ def next_token_loss(
     if count == 0:
         return logits.sum() * 0.0, 0
     return F.cross_entropy(logits, tokens[:, 1:][where[:, :-1]]), count
+
+
+def per_example_loss(
+    hidden: Tensor, patch_head: torch.nn.Module, lm_head: torch.nn.Module, batch, bos_id: int | None
+) -> Tensor:
+    """[B] each sequence's own loss: its mean next-patch loss plus its mean next-token loss
+    (either term absent when the sequence has nothing of that kind to predict)."""
+    losses = torch.zeros(batch.tokens.shape[0], dtype=torch.float32, device=hidden.device)
+    patch_where = patch_targets(batch.is_patch, batch.real)
+    token_where = token_targets(batch.tokens, batch.is_patch, batch.real, bos_id)
+    if patch_where.any():
+        errors = normalized_patch_mse(
+            patch_head(hidden[patch_where]), batch.patches[:, 1:][patch_where[:, :-1]]
+        )
+        losses += _row_means(errors, patch_where)
+    if token_where.any():
+        logits = lm_head(hidden[token_where]).float()
+        errors = F.cross_entropy(logits, batch.tokens[:, 1:][token_where[:, :-1]], reduction="none")
+        losses += _row_means(errors, token_where)
+    return losses
+
+
+def _row_means(values: Tensor, where: Tensor) -> Tensor:
+    """Mean of ``values`` (one per True of ``where``, row-major) per row of ``where``; 0 if none."""
+    rows = where.nonzero()[:, 0]
+    sums = torch.zeros(where.shape[0], dtype=values.dtype, device=values.device).index_add_(0, rows, values)
+    return sums / where.sum(dim=1).clamp(min=1)

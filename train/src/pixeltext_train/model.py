@@ -2,7 +2,7 @@
 
 Pure PyTorch, no framework: RMSNorm, SwiGLU, rotary position embeddings and grouped-query
 attention through ``scaled_dot_product_attention`` (causal). A sequence mixes patch
-embeddings (a linear map of each patch's pixels, then LayerNorm, as in PIXEL and the paper)
+embeddings (a linear map of each patch's ink, then LayerNorm, as in PIXEL and the paper)
 and token embeddings; a regression head predicts the next patch's pixels, an LM head the
 next token. The text path is numerically the same model as Hugging Face's
 ``LlamaForCausalLM`` (tested), so its weights export to that format.
@@ -122,7 +122,12 @@ class Block(nn.Module):
 
 
 class PatchEmbedding(nn.Module):
-    """A patch's pixels (in [0, 1], flattened row, column, channel) -> a vector, then LayerNorm."""
+    """A patch's ink (1 - pixel / 255, flattened row, column, channel) -> a vector, then LayerNorm.
+
+    Ink rather than brightness: blank paper is zero, so the projection sees the glyphs, not a
+    constant white vector that LayerNorm then spreads over every patch alike (with brightness
+    inputs, a small model could not even fit a two-class task from pixels; measured in #5).
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -160,8 +165,8 @@ class PixelTextModel(nn.Module):
         """
         hidden = self.embed_tokens(tokens)
         if patches is not None and is_patch is not None:  # computed even if no patch: see losses
-            pixels = patches.to(hidden.dtype) / 255.0
-            hidden = torch.where(is_patch[..., None], self.embed_patches(pixels).to(hidden.dtype), hidden)
+            ink = 1.0 - patches.to(hidden.dtype) / 255.0
+            hidden = torch.where(is_patch[..., None], self.embed_patches(ink).to(hidden.dtype), hidden)
         return hidden
 
     def forward(

@@ -11,7 +11,13 @@ import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 
 from pixeltext_train.data import Batch
-from pixeltext_train.losses import next_patch_loss, next_token_loss, patch_targets, token_targets
+from pixeltext_train.losses import (
+    next_patch_loss,
+    next_token_loss,
+    patch_targets,
+    per_example_loss,
+    token_targets,
+)
 from pixeltext_train.model import ModelConfig, PixelTextModel
 
 
@@ -67,6 +73,15 @@ class PixelTextLM(L.LightningModule):
             "patch_count": patches,
             "token_count": tokens,
         }
+
+    def example_losses(self, batch: Batch) -> torch.Tensor:
+        """[B] each sequence's loss (the influence recorder's metric for a probe example)."""
+        hidden = self.model(batch.tokens, batch.patches, batch.is_patch)
+        return per_example_loss(hidden, self.model.patch_head, self.model.lm_head, batch, self.hparams.bos_id)
+
+    @staticmethod
+    def example_keys(batch: Batch) -> tuple[str, ...]:
+        return batch.keys
 
     def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
         out = self.losses(batch)

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -75,6 +76,7 @@ def trainer_for(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         ),
         LearningRateMonitor(logging_interval="step"),
     ]
+    callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
     if options.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     return L.Trainer(

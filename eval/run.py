@@ -1,0 +1,47 @@
+"""Evaluate pre-trained checkpoints: ``python eval/run.py task=... checkpoint=... modality=...``.
+
+- language understanding (``task=rotten_tomatoes``, a GLUE task, ``xnli``, ``custom``):
+  fine-tune with a sequence head, score, write ``results.json``;
+- ``task=intrinsic``: held-out next-token loss, bits per byte and next-patch loss;
+- ``task=reconstruct text="..."``: ``reconstruction.png``, the strip and the model's
+  next-patch predictions under it.
+Everything is written to the Hydra run directory (``outputs/eval/<task>/<modality>/<time>``).
+"""
+
+import json
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pixeltext_train.evaluate.backbone import load_backbone
+from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune
+from pixeltext_train.evaluate.intrinsic import intrinsic
+from pixeltext_train.evaluate.reconstruct import write_reconstruction
+from pixeltext_train.evaluate.tasks import load_task
+
+
+@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    backbone = load_backbone(cfg.checkpoint, OmegaConf.to_container(cfg.model, resolve=True))
+    if cfg.task == "reconstruct":
+        if not cfg.text:
+            raise SystemExit('task=reconstruct needs text="..."')
+        print(write_reconstruction(backbone, cfg.text, run_dir / "reconstruction.png", cfg.max_patches))
+        return
+    if cfg.task == "intrinsic":
+        results = intrinsic(backbone, cfg.shards, cfg.val_fraction, cfg.max_strips)
+        results |= {"task": "intrinsic", "checkpoint": backbone.source, "shards": cfg.shards}
+    else:
+        task = load_task(cfg.task, OmegaConf.to_container(cfg, resolve=True))
+        options = FinetuneOptions(modality=cfg.modality, seed=cfg.seed, **cfg.finetune)
+        results = finetune(task, backbone, options, run_dir)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    print(json.dumps(results, indent=2, default=float))
+    print(f"results: {run_dir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Fine-tuning end to end, the intrinsic losses, the reconstruction picture, the CLI, the demo."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixeltext_train.evaluate.backbone import RenderMismatch, encode_example, load_backbone
+from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune, majority_baseline
+from pixeltext_train.evaluate.intrinsic import intrinsic
+from pixeltext_train.evaluate.reconstruct import GAP, reconstruction_image
+from pixeltext_train.evaluate.tasks import Example, Task
+
+REPO = Path(__file__).resolve().parents[2]
+ANIMALS = [
+    "cat",
+    "dog",
+    "horse",
+    "cow",
+    "sheep",
+    "goat",
+    "mouse",
+    "rabbit",
+    "tiger",
+    "lion",
+    "bear",
+    "wolf",
+    "fox",
+    "deer",
+]
+NUMBERS = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "twenty",
+    "thirty",
+]
+
+
+def separable_task(seed: int = 0) -> Task:
+    """Sentences of animal names (class 0) or number words (class 1), 60/40 so that the
+    majority class scores 0.6."""
+    rng = random.Random(seed)
+
+    def examples(count: int) -> list[Example]:
+        rows = []
+        for i in range(count):
+            label = int(i % 5 >= 3)
+            words = rng.sample(NUMBERS if label else ANIMALS, 4)
+            rows.append(Example(" ".join(words), None, label))
+        return rows
+
+    return Task(
+        "separable",
+        False,
+        ["animals", "numbers"],
+        ["accuracy", "f1"],
+        examples(200),
+        {"validation": examples(50)},
+    )
+
+
+@pytest.mark.parametrize("modality", ["pixel", "text", "pair"])
+def test_a_short_fine_tune_beats_the_majority_class(tiny_checkpoint, tmp_path, modality):
+    task = separable_task()
+    options = FinetuneOptions(
+        modality=modality,
+        max_positions=48,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=5,
+        max_steps=100,
+        eval_every=20,
+        patience=3,
+    )
+    results = finetune(task, load_backbone(tiny_checkpoint), options, tmp_path, progress=False)
+    majority = majority_baseline(task)["validation"]["accuracy"]
+    assert majority == pytest.approx(0.6)
+    assert results["metrics"]["validation"]["accuracy"] > majority + 0.2, results
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["modality"] == modality and written["examples_seen"] == written["steps"] * 16
+    assert set(written) >= {"task", "checkpoint", "metrics", "examples_seen", "seed"}
+
+
+def test_the_same_seed_gives_the_same_numbers(tiny_checkpoint, tmp_path):
+    task = separable_task()
+    options = FinetuneOptions(modality="text", max_positions=32, batch_size=16, max_steps=10, eval_every=5)
+    first = finetune(task, load_backbone(tiny_checkpoint), options, tmp_path / "a", progress=False)
+    second = finetune(task, load_backbone(tiny_checkpoint), options, tmp_path / "b", progress=False)
+    assert first["metrics"] == second["metrics"]
+
+
+def test_inputs_are_rendered_as_the_checkpoint_was_trained(tiny_checkpoint):
+    backbone = load_backbone(tiny_checkpoint)
+    assert backbone.renderer.tokenizer.spec == "bytes"  # the tiny shards' tokenizer, from the checkpoint
+    kind, ids, patches = encode_example(backbone, Example("A premise.", "A hypothesis.", 0), "pair", 64)
+    assert kind == "pair" and ids[0] == backbone.bos_id and backbone.eos_id in ids
+    pixels = backbone.renderer.render_pair("A premise.", "A hypothesis.")
+    separator = pixels.separator_patch
+    assert (patches[separator] == 0).all()  # the black separator patch is in the sequence
+    kind, ids, patches = encode_example(backbone, Example("x" * 500, None, 0), "pixel", 20)
+    assert len(ids) == 0 and patches.shape == (20, 768)  # the left crop
+
+
+def test_a_checkpoint_from_other_fonts_is_refused(tiny_checkpoint, tmp_path):
+    import torch
+
+    saved = torch.load(tiny_checkpoint, weights_only=False)
+    saved["hyper_parameters"]["render"]["fingerprint"] = "0000000000000000"
+    edited = tmp_path / "edited.ckpt"
+    torch.save(saved, edited)
+    with pytest.raises(RenderMismatch, match="fonts"):
+        load_backbone(edited)
+
+
+def test_intrinsic_losses_on_held_out_documents(tiny_checkpoint, tiny_shards):
+    results = intrinsic(load_backbone(tiny_checkpoint), str(tiny_shards), val_fraction=0.2, max_strips=10)
+    assert 0 < results["strips"] <= 10 and results["tokens"] > 0 and results["patches"] > 0
+    assert 0 < results["bits_per_byte"] < 20 and 0 < results["patch_loss"] < 5
+    assert results["token_loss"] == pytest.approx(results["bits_per_byte"] * np.log(2) * 1, rel=0.5)
+
+
+def test_the_reconstruction_picture_has_the_expected_size(tiny_checkpoint):
+    backbone = load_backbone(tiny_checkpoint)
+    text = "What does the pixel model predict next?"
+    patches = backbone.renderer.render(text).strips[0].num_text_patches
+    image = reconstruction_image(backbone, text, max_patches=64, scale=3)
+    assert image.size == (patches * 16 * 3, (2 * 16 + GAP) * 3)
+    top = np.asarray(image)[: 16 * 3]
+    assert (top < 128).any()  # the rendered text is there
+
+
+@pytest.mark.slow
+def test_eval_run_writes_results_and_pictures(tiny_checkpoint, tmp_path):
+    out = tmp_path / "reconstruct"
+    command = [
+        sys.executable,
+        "eval/run.py",
+        "task=reconstruct",
+        f"checkpoint={tiny_checkpoint}",
+        'text="Hello there, pixels."',
+        f"hydra.run.dir={out}",
+    ]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    assert Image.open(out / "reconstruction.png").height == (2 * 16 + GAP) * 4
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "".join(json.dumps({"t": e.text, "y": e.label}) + "\n" for e in separable_task().train[:40])
+    )
+    out = tmp_path / "custom"
+    command = [
+        sys.executable,
+        "eval/run.py",
+        "task=custom",
+        f"train={data}",
+        f"validation={data}",
+        "text=t",
+        "label=y",
+        "checkpoint=none",
+        "modality=text",
+        "finetune.max_steps=4",
+        "finetune.eval_every=2",
+        "finetune.batch_size=8",
+        f"hydra.run.dir={out}",
+    ]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    results = json.loads((out / "results.json").read_text())
+    assert (
+        results["checkpoint"] == "none"
+        and results["steps"] == 4
+        and "accuracy" in results["metrics"]["validation"]
+    )
+
+
+@pytest.mark.slow
+def test_make_demo_with_the_smoke_budget_writes_the_report(tmp_path):
+    command = ["make", "-s", "demo", "DEMO_BUDGET=smoke", f"DEMO_OUT={tmp_path}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == f"report: {tmp_path / 'report' / 'report.md'}"
+    report = (tmp_path / "report" / "report.md").read_text()
+    for modality in ("pixel", "text", "pair"):
+        assert f"| {modality} | pre-trained |" in report and f"| {modality} | from scratch |" in report
+    assert "| — | majority class |" in report
+    assert Image.open(tmp_path / "report" / "reconstruction.png").width > 0
+    assert Image.open(tmp_path / "report" / "pretraining_loss.png").width > 0

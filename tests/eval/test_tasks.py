@@ -1,0 +1,235 @@
+"""Task loaders on fixture files written in the official GLUE and XNLI layouts, and custom files."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pixeltext_train.evaluate.tasks import (
+    GLUE,
+    GLUE_FOLDERS,
+    TaskError,
+    custom,
+    load_task,
+    rotten_tomatoes,
+    xnli,
+)
+
+GLUE_FIXTURES = {
+    "cola": (None, ["gj04\t1\t\tOur friends won't buy this analysis.", "gj04\t0\t*\tThey drank the pub."]),
+    "sst2": ("sentence\tlabel", ["a gorgeous , witty film \t1", "unpleasant and dull \t0"]),
+    "mrpc": (
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String",
+        [
+            '1\t702876\t702977\tAmrozi accused his brother .\tReferring to him as "the witness" , Amrozi accused him .',  # noqa: E501 (a fixture row)
+            "0\t2108705\t2108831\tYucaipa owned Dominick 's .\tYucaipa bought Dominick 's in 1995 .",
+        ],
+    ),
+    "qqp": (
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
+        [
+            "1\t3\t4\tHow do I learn Python?\tWhat is the best way to learn Python?\t1",
+            "2\t5\t6\tWhy is the sky blue?\tHow tall is Everest?\t0",
+            "3\t7\tmalformed row",
+        ],
+    ),
+    "stsb": (
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+        [
+            "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000",  # noqa: E501 (a fixture row)
+            "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man plays a flute.\tA man cuts a tomato.\t0.500",  # noqa: E501 (a fixture row)
+        ],
+    ),
+    "mnli": (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+        "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label",
+        [
+            "0\t1\t1e\tgov\t-\t-\t-\t-\tYou don't have to stay there.\tYou can leave.\tentailment\tentailment",  # noqa: E501 (a fixture row)
+            "1\t2\t2c\tgov\t-\t-\t-\t-\tThe cat slept.\tThe cat ran all night.\tcontradiction\tcontradiction",
+        ],
+    ),
+    "qnli": (
+        "index\tquestion\tsentence\tlabel",
+        [
+            "0\tWhen was it built?\tIt was built in 1850.\tentailment",
+            "1\tWho won?\tThe sky is blue.\tnot_entailment",
+        ],
+    ),
+    "rte": (
+        "index\tsentence1\tsentence2\tlabel",
+        [
+            "0\tDana bought a car.\tDana owns a car.\tentailment",
+            "1\tIt rained.\tThe sun shone all day.\tnot_entailment",
+        ],
+    ),
+    "wnli": (
+        "index\tsentence1\tsentence2\tlabel",
+        [
+            "0\tI stuck a pin through a carrot.\tThe carrot had a hole.\t1",
+            "1\tJohn hit Bill.\tBill hit John.\t0",
+        ],
+    ),
+}
+
+
+@pytest.fixture()
+def glue_root(tmp_path):
+    for task, (header, rows) in GLUE_FIXTURES.items():
+        folder = tmp_path / GLUE_FOLDERS[task]
+        folder.mkdir()
+        text = "\n".join(([header] if header else []) + rows) + "\n"
+        (folder / "train.tsv").write_text(text, encoding="utf-8")
+        for dev in GLUE[task].dev:
+            (folder / f"{dev}.tsv").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", sorted(GLUE))
+def test_every_glue_task_loads_from_its_official_layout(glue_root, name):
+    task = load_task(name, {"data_dir": str(glue_root / GLUE_FOLDERS[name])})
+    assert len(task.train) == 2 and task.skipped == (2 if name == "qqp" else 0)  # QQP's malformed row
+    assert list(task.evaluations) == (
+        ["validation_matched", "validation_mismatched"] if name == "mnli" else ["validation"]
+    )
+    assert task.regression == (name == "stsb")
+    assert task.pairs == (name not in ("cola", "sst2"))
+    if name == "stsb":
+        assert [e.label for e in task.train] == [5.0, 0.5] and task.metrics == ["pearson", "spearman"]
+    elif name == "mrpc":
+        assert task.train[0].pair.startswith('Referring to him as "the witness"') and task.train[0].label == 1
+    elif name == "cola":
+        assert (
+            task.train[1].text == "They drank the pub."
+            and task.train[1].label == 0
+            and task.metrics[0] == "mcc"
+        )
+    elif name == "mnli":
+        assert [task.labels[e.label] for e in task.train] == ["entailment", "contradiction"]
+    # the folder above the task folder works too
+    assert len(load_task(name, {"data_dir": str(glue_root)}).train) == 2
+
+
+def test_a_missing_glue_file_is_named(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    with pytest.raises(TaskError, match=r"train\.tsv"):
+        load_task("rte", {"data_dir": str(tmp_path / "RTE")})
+    with pytest.raises(TaskError, match="data_dir"):
+        load_task("rte", {})
+
+
+def xnli_tsv(folder, languages=("en", "fr", "ar")):
+    header = (
+        "language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1\tsentence2\tpromptID"
+    )
+    rows = [header]
+    for language in languages:
+        rows += [
+            f"{language}\tentailment\t-\t-\tpremise {language} one\thypothesis {language} one\t1",
+            f"{language}\tcontradiction\t-\t-\tpremise {language} two\thypothesis {language} two\t2",
+        ]
+    (folder / "XNLI-1.0").mkdir()
+    for split in ("dev", "test"):
+        (folder / "XNLI-1.0" / f"xnli.{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (folder / "XNLI-MT-1.0" / "multinli").mkdir(parents=True)
+    for language in languages:
+        lines = [
+            "premise\thypo\tlabel",
+            f"a {language} premise\ta {language} hypothesis\tcontradictory",
+            f"another {language} premise\tanother hypothesis\tneutral",
+        ]
+        (folder / "XNLI-MT-1.0" / "multinli" / f"multinli.train.{language}.tsv").write_text(
+            "\n".join(lines) + "\n"
+        )
+
+
+def test_xnli_official_tsv_in_both_settings(tmp_path):
+    xnli_tsv(tmp_path)
+    english = xnli(tmp_path, "english", ["en", "fr", "ar"])
+    assert len(english.train) == 2 and {e.label for e in english.train} == {1, 2}  # neutral, contradiction
+    assert next(iter(english.evaluations)) == "validation/en"
+    assert set(english.evaluations) == {
+        f"{s}/{lang}" for s in ("validation", "test") for lang in ("en", "fr", "ar")
+    }
+    assert english.evaluations["test/fr"][0].text == "premise fr one"
+    assert english.averages["validation"] == ["validation/en", "validation/ar", "validation/fr"]
+    everything = xnli(tmp_path, "translate-train-all", ["en", "fr", "ar"])
+    assert len(everything.train) == 6
+
+
+def test_xnli_json_lines_layout(tmp_path):
+    for split in ("train", "validation", "test"):
+        for language in ("en", "de"):
+            records = [
+                {"premise": f"{split} {language}", "hypothesis": "h", "label": i % 3} for i in range(3)
+            ]
+            (tmp_path / f"{split}-{language}.jsonl").write_text(
+                "\n".join(json.dumps(r) for r in records) + "\n"
+            )
+    task = xnli(tmp_path, "translate-train-all", ["en", "de"])
+    assert len(task.train) == 6 and len(task.evaluations["test/de"]) == 3
+    assert [e.label for e in task.train[:3]] == [0, 1, 2]
+
+
+ROWS = [
+    {"review": "great fun", "other": "a", "stars": "pos"},
+    {"review": "dull and long", "other": "b", "stars": "neg"},
+    {"review": "loved it", "other": "c", "stars": "pos"},
+]
+
+
+def write_all_formats(folder):
+    paths = {}
+    paths["csv"] = folder / "data.csv"
+    paths["csv"].write_text(
+        "review,other,stars\n" + "".join(f'"{r["review"]}",{r["other"]},{r["stars"]}\n' for r in ROWS)
+    )
+    paths["tsv"] = folder / "data.tsv"
+    paths["tsv"].write_text(
+        "review\tother\tstars\n" + "".join(f"{r['review']}\t{r['other']}\t{r['stars']}\n" for r in ROWS)
+    )
+    paths["jsonl"] = folder / "data.jsonl"
+    paths["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    paths["parquet"] = folder / "data.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS), paths["parquet"])
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl", "parquet"])
+def test_custom_task_in_every_format(tmp_path, kind):
+    path = str(write_all_formats(tmp_path)[kind])
+    task = load_task(
+        "custom",
+        {"train": path, "validation": path, "text": "review", "text_pair": "other", "label": "stars"},
+    )
+    assert task.labels == ["neg", "pos"] and not task.regression
+    assert [(e.text, e.pair, e.label) for e in task.train] == [
+        ("great fun", "a", 1),
+        ("dull and long", "b", 0),
+        ("loved it", "c", 1),
+    ]
+    assert task.metrics == ["accuracy", "f1"]
+
+
+def test_custom_regression_and_errors(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps({"t": f"s{i}", "y": i / 2}) for i in range(4)).replace("}{", "}\n{"))
+    task = custom(str(path), str(path), "t", "y")
+    assert task.regression and [e.label for e in task.train] == [0.0, 0.5, 1.0, 1.5]
+    with pytest.raises(TaskError, match="no column"):
+        custom(str(path), str(path), "text", "y")
+    with pytest.raises(TaskError, match="needs"):
+        load_task("custom", {"train": str(path)})
+
+
+def test_rotten_tomatoes_is_real_and_split_the_same_way_every_time():
+    task = rotten_tomatoes()
+    sizes = {name: len(rows) for name, rows in [("train", task.train), *task.evaluations.items()]}
+    assert sum(sizes.values()) == 12808  # 7,403 fresh + 5,405 rotten reviews, plots dropped
+    shares = {name: size / 12808 for name, size in sizes.items()}  # 80/10/10 by movie, so roughly
+    assert (
+        0.75 < shares["train"] < 0.85 and 0.05 < shares["validation"] < 0.15 and 0.05 < shares["test"] < 0.15
+    )
+    assert rotten_tomatoes().train == task.train  # the same split every time

@@ -1,0 +1,284 @@
+"""Fine-tune a backbone with a sequence head on its last real position, then score.
+
+The head reads the final hidden state of the last real position (the last text patch for
+pixels, the last token for text and pairs), as the paper's fine-tuning does. Classification
+uses cross-entropy, regression (STS-B) a single output and mean squared error. Training stops
+early when the first scored split's main metric stops improving; the best weights are scored
+on every scored split.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pixeltext_train.data import Batch, SequenceSpec, collate
+from pixeltext_train.evaluate.backbone import Backbone, encode_example, sequence_spec
+from pixeltext_train.evaluate.metrics import score
+from pixeltext_train.evaluate.tasks import Example, Task
+from pixeltext_train.model import PixelTextModel
+from pixeltext_train.module import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneOptions:
+    modality: str = "pixel"
+    max_positions: int = 128  # the left crop: patches for pixels, tokens for text
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_steps: int = 1000
+    min_lr_ratio: float = 0.0  # where the cosine decay ends, relative to lr (1.0: constant)
+    eval_every: int = 100  # steps between validations (early stopping)
+    patience: int = 5  # validations without improvement before stopping
+    max_train_examples: int | None = None  # the first N of a seeded shuffle of train
+    seed: int = 0
+    init_seed: int | None = None  # the head's initialisation, if not from ``seed``
+
+
+class SequenceClassifier(nn.Module):
+    """The decoder with a bias-free linear head on the hidden state of the last real position."""
+
+    def __init__(self, backbone: PixelTextModel, outputs: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, outputs, bias=False)
+        nn.init.normal_(self.head.weight, std=backbone.config.init_std)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        hidden = self.backbone(batch.tokens, batch.patches, batch.is_patch)
+        last = batch.real.sum(dim=1) - 1
+        return self.head(hidden[torch.arange(len(last), device=hidden.device), last])
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, classifier: SequenceClassifier, task: Task, options: FinetuneOptions):
+        super().__init__()
+        self.classifier, self.task, self.options = classifier, task, options
+        self._predictions: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def _loss(self, batch: Batch, labels: torch.Tensor) -> torch.Tensor:
+        outputs = self.classifier(batch)
+        if self.task.regression:
+            return F.mse_loss(outputs.squeeze(-1).float(), labels.float())
+        return F.cross_entropy(outputs.float(), labels)
+
+    def training_step(self, item, index: int) -> torch.Tensor:
+        batch, labels = item
+        loss = self._loss(batch, labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def example_losses(self, item) -> torch.Tensor:
+        """[B] each example's loss (the influence recorder's metric for a probe example)."""
+        batch, labels = item
+        outputs = self.classifier(batch)
+        if self.task.regression:
+            return (outputs.squeeze(-1).float() - labels.float()).pow(2)
+        return F.cross_entropy(outputs.float(), labels, reduction="none")
+
+    @staticmethod
+    def example_keys(item) -> tuple[str, ...]:
+        return item[0].keys
+
+    def validation_step(self, item, index: int) -> None:
+        batch, labels = item
+        self._predictions.append(predictions(self.classifier(batch), self.task))
+        self._labels.append(labels.cpu().numpy())
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = score(self.task.metrics, np.concatenate(self._predictions), np.concatenate(self._labels))
+        self._predictions, self._labels = [], []
+        self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)
+
+    def configure_optimizers(self):
+        o = self.options
+        optimizer = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, o.warmup_steps, o.max_steps, o.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def predictions(outputs: torch.Tensor, task: Task) -> np.ndarray:
+    outputs = outputs.detach().float().cpu()
+    return outputs.squeeze(-1).numpy() if task.regression else outputs.argmax(-1).numpy()
+
+
+class EncodedSplit(torch.utils.data.Dataset):
+    """A split's examples, rendered (or tokenised) once, with their labels."""
+
+    def __init__(
+        self,
+        name: str,
+        examples: list[Example],
+        backbone: Backbone,
+        options: FinetuneOptions,
+        keys: list[str] | None = None,
+    ):
+        self.keys = keys or [f"{name}/{i}" for i in range(len(examples))]  # stable example names
+        self.sequences = [
+            encode_example(backbone, e, options.modality, options.max_positions)
+            for e in tqdm(
+                examples, desc=f"preparing {name} ({options.modality})", unit=" examples", leave=False
+            )
+        ]
+        self.labels = [e.label for e in examples]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def subset(self, indices) -> EncodedSplit:
+        """The examples at ``indices``, without encoding them again."""
+        part = copy.copy(self)
+        part.sequences = [self.sequences[i] for i in indices]
+        part.labels = [self.labels[i] for i in indices]
+        part.keys = [self.keys[i] for i in indices]
+        return part
+
+    def __getitem__(self, index: int):
+        return self.sequences[index], self.labels[index], self.keys[index]
+
+
+def loader(split: EncodedSplit, options: FinetuneOptions, spec: SequenceSpec, shuffle: bool) -> DataLoader:
+    patch_dim = spec.patch_size**2 * 3
+
+    def collate_with_labels(items):
+        sequences, labels, keys = zip(*items, strict=True)
+        return collate(list(sequences), spec, patch_dim, keys), torch.tensor(labels)
+
+    generator = torch.Generator().manual_seed(options.seed)
+    return DataLoader(
+        split,
+        batch_size=options.batch_size,
+        shuffle=shuffle,
+        collate_fn=collate_with_labels,
+        generator=generator,
+    )
+
+
+def prepare(task: Task, backbone: Backbone, options: FinetuneOptions) -> dict[str, EncodedSplit]:
+    """The encoded train split (seeded subset if asked) and every scored split."""
+    chosen = range(len(task.train))
+    if options.max_train_examples and len(task.train) > options.max_train_examples:
+        chosen = sorted(
+            np.random.default_rng(options.seed).permutation(len(task.train))[: options.max_train_examples]
+        )
+    train = [task.train[i] for i in chosen]
+    splits = {"train": EncodedSplit("train", train, backbone, options, [f"train/{i}" for i in chosen])}
+    for name, examples in task.evaluations.items():
+        splits[name] = EncodedSplit(name, examples, backbone, options)
+    return splits
+
+
+def finetune(
+    task: Task,
+    backbone: Backbone,
+    options: FinetuneOptions,
+    run_dir: Path,
+    splits: dict[str, EncodedSplit] | None = None,
+    progress: bool = True,
+    callbacks: list[L.Callback] = (),
+) -> dict[str, Any]:
+    """Fine-tune, score every scored split with the best weights, write ``results.json``.
+    ``callbacks`` join the trainer's (an influence recorder, for example)."""
+    L.seed_everything(options.seed, workers=True)
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    splits = splits or prepare(task, backbone, options)
+    spec = sequence_spec(backbone, options.max_positions)
+    with torch.random.fork_rng():
+        torch.manual_seed(options.seed if options.init_seed is None else options.init_seed)
+        classifier = SequenceClassifier(
+            copy.deepcopy(backbone.model), task.num_outputs
+        )  # backbone stays as is
+    module = ClassifierModule(classifier, task, options)
+    main = f"val/{task.metrics[0]}"
+    first_split = next(iter(task.evaluations))
+    best = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        monitor=main,
+        mode="max",
+        save_top_k=1,
+        filename="best",
+        save_weights_only=True,
+    )
+    callbacks = [best, EarlyStopping(monitor=main, mode="max", patience=options.patience), *callbacks]
+    if progress:
+        callbacks.append(TQDMProgressBar())
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=1,
+        max_steps=options.max_steps,
+        val_check_interval=options.eval_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(run_dir, name="", version=""),
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        log_every_n_steps=10,
+        default_root_dir=run_dir,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        module,
+        loader(splits["train"], options, spec, True),
+        loader(splits[first_split], options, spec, False),
+    )
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    module.eval()
+    scores = {}
+    for name in task.evaluations:
+        outputs, labels = [], []
+        with torch.no_grad():
+            for batch, batch_labels in loader(splits[name], options, spec, False):
+                outputs.append(predictions(classifier(batch), task))
+                labels.append(batch_labels.numpy())
+        scores[name] = score(task.metrics, np.concatenate(outputs), np.concatenate(labels))
+    for split, names in task.averages.items():
+        scores[f"{split}/average"] = {m: float(np.mean([scores[n][m] for n in names])) for m in task.metrics}
+    results = {
+        "task": task.name,
+        "modality": options.modality,
+        "checkpoint": backbone.source,
+        "metrics": scores,
+        "main_metric": task.metrics[0],
+        "examples_seen": trainer.global_step * options.batch_size,
+        "train_examples": len(splits["train"]),
+        "steps": trainer.global_step,
+        "seed": options.seed,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def majority_baseline(task: Task) -> dict[str, dict[str, float]]:
+    """Scores of always predicting the most frequent training class (or the mean score)."""
+    labels = np.array([e.label for e in task.train])
+    guess = labels.mean() if task.regression else np.bincount(labels.astype(int)).argmax()
+    return {
+        name: score(task.metrics, np.full(len(examples), guess), np.array([e.label for e in examples]))
+        for name, examples in task.evaluations.items()
+    }

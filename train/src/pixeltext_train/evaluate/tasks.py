@@ -1,0 +1,342 @@
+"""Language-understanding tasks: GLUE and XNLI in their official layouts, any labelled file
+(``task=custom``), and the built-in Rotten Tomatoes task.
+
+A task is its examples per split (``train`` and one or more scored splits, the first of which
+guides early stopping), the kind of output (classes or a score) and the metrics it reports.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixeltext_render.assets import asset_path
+
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    pair: str | None
+    label: int | float
+
+
+@dataclass
+class Task:
+    name: str
+    regression: bool
+    labels: list[str]  # class names (index = class); empty for regression
+    metrics: list[str]  # the first is the one early stopping watches
+    train: list[Example]
+    evaluations: dict[str, list[Example]]  # scored splits; the first guides early stopping
+    skipped: int = 0  # rows without a usable label
+    averages: dict[str, list[str]] = field(default_factory=dict)  # e.g. XNLI: mean over languages
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.regression else len(self.labels)
+
+    @property
+    def pairs(self) -> bool:
+        return any(example.pair is not None for example in self.train)
+
+
+class TaskError(ValueError):
+    """A task cannot be loaded as asked; the message says what is missing."""
+
+
+# -- built-in: Rotten Tomatoes -------------------------------------------------------------
+
+
+def rotten_tomatoes() -> Task:
+    """Reviews labelled fresh (1) or rotten (0), plots dropped; split 80/10/10 by a hash of the
+    movie, so that no movie's reviews are on both sides of a split."""
+    splits: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
+    with bz2.open(asset_path("corpora/rotten_tomatoes.csv.bz2"), "rt", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["category"] == "plot":
+                continue
+            bucket = int(hashlib.sha256(row["movie_name"].encode()).hexdigest(), 16) % 10
+            split = "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+            splits[split].append(Example(row["text"], None, int(row["category"] == "fresh")))
+    return Task(
+        "rotten_tomatoes",
+        False,
+        ["rotten", "fresh"],
+        ["accuracy", "f1"],
+        splits["train"],
+        {"validation": splits["validation"], "test": splits["test"]},
+    )
+
+
+# -- GLUE ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GlueSpec:
+    text: str | int
+    pair: str | int | None
+    label: str | int
+    labels: list[str]  # empty: regression
+    metrics: list[str]
+    dev: tuple[str, ...] = ("dev",)
+    header: bool = True
+
+
+GLUE = {
+    "cola": GlueSpec(3, None, 1, ["0", "1"], ["mcc", "accuracy"], header=False),
+    "sst2": GlueSpec("sentence", None, "label", ["0", "1"], ["accuracy"]),
+    "mrpc": GlueSpec("#1 String", "#2 String", "Quality", ["0", "1"], ["f1", "accuracy"]),
+    "qqp": GlueSpec("question1", "question2", "is_duplicate", ["0", "1"], ["f1", "accuracy"]),
+    "stsb": GlueSpec("sentence1", "sentence2", "score", [], ["pearson", "spearman"]),
+    "mnli": GlueSpec(
+        "sentence1",
+        "sentence2",
+        "gold_label",
+        ["contradiction", "entailment", "neutral"],
+        ["accuracy"],
+        dev=("dev_matched", "dev_mismatched"),
+    ),
+    "qnli": GlueSpec("question", "sentence", "label", ["entailment", "not_entailment"], ["accuracy"]),
+    "rte": GlueSpec("sentence1", "sentence2", "label", ["entailment", "not_entailment"], ["accuracy"]),
+    "wnli": GlueSpec("sentence1", "sentence2", "label", ["0", "1"], ["accuracy"]),
+}
+GLUE_FOLDERS = {
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "qqp": "QQP",
+    "stsb": "STS-B",
+    "mnli": "MNLI",
+    "qnli": "QNLI",
+    "rte": "RTE",
+    "wnli": "WNLI",
+}
+
+
+def _read_tsv(path: Path, header: bool) -> list:
+    """GLUE's TSV files: tab separated, no quoting (quotes are part of the text)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = (csv.DictReader if header else csv.reader)(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return list(reader)
+
+
+def _glue_split(path: Path, spec: GlueSpec) -> tuple[list[Example], int]:
+    examples, skipped = [], 0
+    for row in _read_tsv(path, spec.header):
+        try:
+            text, label = row[spec.text], row[spec.label]
+            pair = row[spec.pair] if spec.pair is not None else None
+            value: int | float = float(label) if not spec.labels else spec.labels.index(label.strip())
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+            skipped += 1  # GLUE has a few malformed rows (QQP: short rows read as None) and unlabelled ones
+            continue
+        examples.append(Example(text, pair, value))
+    return examples, skipped
+
+
+def glue(name: str, folder: str | Path) -> Task:
+    """A GLUE task from its official folder (``train.tsv``, ``dev.tsv``; MNLI's two dev sets).
+
+    GLUE's test sets are unlabelled, so the dev sets are what is scored."""
+    spec, folder = GLUE[name], Path(folder)
+    if (folder / GLUE_FOLDERS[name]).is_dir():
+        folder = folder / GLUE_FOLDERS[name]
+    needed = ["train", *spec.dev]
+    missing = [f"{split}.tsv" for split in needed if not (folder / f"{split}.tsv").is_file()]
+    if missing:
+        raise TaskError(
+            f"GLUE {name}: {folder} lacks {', '.join(missing)} (pass data_dir=<GLUE>/{GLUE_FOLDERS[name]})"
+        )
+    train, skipped = _glue_split(folder / "train.tsv", spec)
+    evaluations = {}
+    for split in spec.dev:
+        evaluations[split.replace("dev", "validation")], more = _glue_split(folder / f"{split}.tsv", spec)
+        skipped += more
+    return Task(name, not spec.labels, spec.labels, spec.metrics, train, evaluations, skipped)
+
+
+# -- XNLI ----------------------------------------------------------------------------------
+
+XNLI_LANGUAGES = ["en", "ar", "bg", "de", "el", "fr", "hi", "ru", "es", "sw", "th", "tr", "ur", "vi", "zh"]
+NLI_LABELS = ["entailment", "neutral", "contradiction"]
+_LABEL_ALIASES = {"contradictory": "contradiction", "0": "entailment", "1": "neutral", "2": "contradiction"}
+
+
+def _nli_label(value) -> int:
+    name = _LABEL_ALIASES.get(str(value).strip(), str(value).strip())
+    return NLI_LABELS.index(name)
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    direct = folder / name
+    return direct if direct.is_file() else next(iter(sorted(folder.rglob(name))), None)
+
+
+def _nli_rows(path: Path, premise: str, hypothesis: str, label: str) -> list[Example]:
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        rows = _read_tsv(path, header=True)
+    return [Example(r[premise], r[hypothesis], _nli_label(r[label])) for r in rows]
+
+
+def xnli(folder: str | Path, setting: str = "english", languages: list[str] | None = None) -> Task:
+    """XNLI: train on English MultiNLI or on its machine translations into all 15 languages
+    (``setting=translate-train-all``), score each language's dev and test sets.
+
+    Official TSV layout: ``xnli.dev.tsv`` and ``xnli.test.tsv`` (XNLI-1.0) and
+    ``multinli.train.<lang>.tsv`` (XNLI-MT-1.0), anywhere under ``folder``. JSON Lines layout:
+    ``<split>-<lang>.jsonl`` (split train, validation, test) with premise, hypothesis, label."""
+    if setting not in ("english", "translate-train-all"):
+        raise TaskError(f"xnli_setting must be english or translate-train-all, got {setting!r}")
+    folder, languages = Path(folder), languages or XNLI_LANGUAGES
+    train_languages = ["en"] if setting == "english" else languages
+    train: list[Example] = []
+    evaluations: dict[str, list[Example]] = {}
+    if _find(folder, "xnli.dev.tsv"):
+        for language in train_languages:
+            path = _find(folder, f"multinli.train.{language}.tsv")
+            if path is None:
+                raise TaskError(f"XNLI: no multinli.train.{language}.tsv under {folder} (XNLI-MT-1.0)")
+            train += _nli_rows(path, "premise", "hypo", "label")
+        for split, name in (("validation", "xnli.dev.tsv"), ("test", "xnli.test.tsv")):
+            path = _find(folder, name)
+            rows = _read_tsv(path, header=True) if path else []
+            for language in languages:
+                evaluations[f"{split}/{language}"] = [
+                    Example(r["sentence1"], r["sentence2"], _nli_label(r["gold_label"]))
+                    for r in rows
+                    if r["language"] == language
+                ]
+    else:
+        for language in train_languages:
+            path = _find(folder, f"train-{language}.jsonl")
+            if path is None:
+                raise TaskError(f"XNLI: {folder} has neither xnli.dev.tsv nor train-{language}.jsonl")
+            train += _nli_rows(path, "premise", "hypothesis", "label")
+        for split in ("validation", "test"):
+            for language in languages:
+                path = _find(folder, f"{split}-{language}.jsonl")
+                if path:
+                    evaluations[f"{split}/{language}"] = _nli_rows(path, "premise", "hypothesis", "label")
+    evaluations = {name: rows for name, rows in evaluations.items() if rows}
+    # the English dev set guides early stopping; the averages are what XNLI reports
+    ordered = dict(sorted(evaluations.items(), key=lambda item: (item[0] != "validation/en", item[0])))
+    averages = {
+        split: [name for name in ordered if name.startswith(f"{split}/")] for split in ("validation", "test")
+    }
+    return Task(
+        "xnli",
+        False,
+        NLI_LABELS,
+        ["accuracy"],
+        train,
+        ordered,
+        averages={k: v for k, v in averages.items() if v},
+    )
+
+
+# -- any labelled file ---------------------------------------------------------------------
+
+
+def _read_records(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix in (".jsonl", ".json"):
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+    raise TaskError(f"{path}: use a .csv, .tsv, .jsonl or .parquet file")
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def custom(
+    train: str, validation: str, text: str, label: str, text_pair: str | None = None, test: str | None = None
+) -> Task:
+    """Classification or regression from any CSV, TSV, JSON Lines or Parquet files. Labels
+    that are all numbers and not all whole become a regression; anything else, classes."""
+    paths = {"train": train, "validation": validation, **({"test": test} if test else {})}
+    records = {}
+    for split, path in paths.items():
+        if not Path(path).is_file():
+            raise TaskError(f"custom task: {split}={path} is not a file")
+        records[split] = _read_records(Path(path))
+        missing = [c for c in (text, label, text_pair) if c and records[split] and c not in records[split][0]]
+        if missing:
+            raise TaskError(
+                f"custom task: {path} has no column {missing}; it has {sorted(records[split][0])}"
+            )
+    values = [r[label] for rows in records.values() for r in rows if r[label] not in (None, "")]
+    regression = all(_is_number(v) for v in values) and not all(float(v).is_integer() for v in values)
+    names = (
+        []
+        if regression
+        else sorted({str(v) for v in values}, key=lambda v: (not _is_number(v), _sort_key(v)))
+    )
+
+    def examples(rows: list[dict]) -> list[Example]:
+        return [
+            Example(
+                str(r[text]),
+                str(r[text_pair]) if text_pair else None,
+                float(r[label]) if regression else names.index(str(r[label])),
+            )
+            for r in rows
+            if r[label] not in (None, "")
+        ]
+
+    metrics = (
+        ["pearson", "spearman"] if regression else (["accuracy", "f1"] if len(names) == 2 else ["accuracy"])
+    )
+    evaluations = {split: examples(records[split]) for split in ("validation", "test") if split in records}
+    return Task("custom", regression, names, metrics, examples(records["train"]), evaluations)
+
+
+def _sort_key(value: str):
+    return float(value) if _is_number(value) else value
+
+
+def load_task(name: str, options) -> Task:
+    """The task ``name`` with its options (``data_dir``, ``xnli_setting``, ``train``...)."""
+    if name == "rotten_tomatoes":
+        return rotten_tomatoes()
+    if name in GLUE:
+        if not options.get("data_dir"):
+            raise TaskError(f"task={name} needs data_dir=<the GLUE {GLUE_FOLDERS[name]} folder>")
+        return glue(name, options["data_dir"])
+    if name == "xnli":
+        if not options.get("data_dir"):
+            raise TaskError("task=xnli needs data_dir=<folder with XNLI-1.0 and XNLI-MT-1.0, or JSON Lines>")
+        return xnli(options["data_dir"], options.get("xnli_setting", "english"), options.get("languages"))
+    if name == "custom":
+        needed = [k for k in ("train", "validation", "text", "label") if not options.get(k)]
+        if needed:
+            raise TaskError(f"task=custom needs {', '.join(f'{k}=...' for k in needed)}")
+        return custom(
+            options["train"],
+            options["validation"],
+            options["text"],
+            options["label"],
+            options.get("text_pair"),
+            options.get("test"),
+        )
+    known = ["rotten_tomatoes", *GLUE, "xnli", "custom", "reconstruct", "intrinsic"]
+    raise TaskError(f"unknown task {name!r}; known: {', '.join(known)}")

@@ -1,0 +1,1 @@
+"""Training-data influence: record training dynamics, simulate them (GPTfluence), compare baselines."""
