@@ -16,7 +16,7 @@ INSTALLED := $(VENV)/.installed
 # make render: CORPUS (paths or globs, default: the English Wikipedia sample), OUT, TEXT_FIELD,
 # SHARD_SAMPLES, WORKERS, RUNNER, and BEAM_ARGS passed to Beam as they are.
 OUT ?= outputs/shards
-# make demo: DEMO_BUDGET=full (about 15 minutes on 2 cores) or smoke (about a minute)
+# make demo: DEMO_BUDGET=full (about 20 minutes on 2 cores) or smoke (about a minute)
 DEMO_BUDGET ?= full
 DEMO_OUT ?= outputs/demo
 

@@ -118,6 +118,11 @@ def test_inputs_are_rendered_as_the_checkpoint_was_trained(tiny_checkpoint):
     assert len(ids) == 0 and patches.shape == (20, 768)  # the left crop
 
 
+def test_a_missing_checkpoint_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        load_backbone(tmp_path / "nothing.ckpt")
+
+
 def test_a_checkpoint_from_other_fonts_is_refused(tiny_checkpoint, tmp_path):
     import torch
 

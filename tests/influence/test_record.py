@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from pixeltext_train.data import ShardDataModule
 from pixeltext_train.evaluate.backbone import load_backbone, sequence_spec
 from pixeltext_train.evaluate.finetune import ClassifierModule, FinetuneOptions, finetune, loader, prepare
 from pixeltext_train.influence.record import InfluenceRecorder, read_recording
+from pixeltext_train.module import warmup_cosine
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "eval"))
@@ -40,14 +41,20 @@ def test_a_fine_tune_records_the_samplers_batches_and_the_probe_losses(tiny_chec
     # the sampler, replayed: same seed, same generator, epoch after epoch
     replay = loader(splits["train"], options, spec, shuffle=True)
     batches = [list(batch.keys) for epoch in range(2) for batch, _ in replay][:20]
-    assert recording.steps == [0, 3, 6, 9, 12, 15, 18] and recording.transitions == 6
-    assert recording.batches == [[k for b in batches[s : s + 3] for k in b] for s in range(0, 18, 3)]
+    assert recording.steps == [0, 3, 6, 9, 12, 15, 18, 20]  # every 3 steps, and the end
+    ends = recording.steps[1:]
+    assert recording.batches == [[k for b in batches[s:e] for k in b] for s, e in pairwise(recording.steps)]
     assert recording.probe == [f"validation/{i}" for i in range(50)]
-    assert recording.losses.shape == (7, 50) and np.isfinite(recording.losses).all()
+    assert recording.losses.shape == (8, 50) and np.isfinite(recording.losses).all()
     assert not np.allclose(recording.losses[0], recording.losses[-1])  # training moved them
-    assert len(set(recording.lrs)) > 1  # the schedule's learning rates, step by step
+    # the rate each transition's last step used: LambdaLR's factor for step s is at index s - 1
+    expected = [options.lr * warmup_cosine(s - 1, options.warmup_steps, options.max_steps, 0.0) for s in ends]
+    np.testing.assert_allclose(recording.lrs, expected, rtol=1e-6)
 
-    # the step-0 losses are the untrained classifier's, recomputed independently
+    # the step-0 losses are the untrained classifier's, recomputed independently, by a run that
+    # appends to a record a kill tore (its torn line is cut before the new run writes)
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "influence.jsonl").write_text('{"event": "start", "probe": ["validation/0", "valid')
     fresh = finetune(
         task,
         backbone,

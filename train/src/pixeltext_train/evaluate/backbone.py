@@ -39,6 +39,11 @@ def load_backbone(checkpoint: str | Path | None, model: dict[str, Any] | None = 
         renderer = Renderer()
         config = ModelConfig(**(model or {}), vocab_size=renderer.tokenizer.vocab_size)
         return Backbone(PixelTextModel(config), renderer, "none", *_specials(renderer))
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint} does not exist: pre-train one first (make demo, or train/run.py), "
+            "or pass checkpoint=none for a model trained from scratch"
+        )
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     hyper = saved["hyper_parameters"]
     render = hyper["render"]

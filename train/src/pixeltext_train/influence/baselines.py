@@ -90,7 +90,9 @@ def tracin_changes(recording: Recording, snapshots: list[Snapshot]) -> np.ndarra
         h = np.stack([snapshot.train[k][1] for k in keys])
         products = (g @ snapshot.probe_g.T) * (h @ snapshot.probe_h.T)  # [b, P]
         per_step_batch = len(keys) / (end - start)
-        changes[t] = -(recording.lrs[t] or 0.0) * products.sum(axis=0) / per_step_batch
+        if recording.lrs[t] is None:
+            raise ValueError(f"no learning rate recorded for step {end}: TracIn needs it")
+        changes[t] = -recording.lrs[t] * products.sum(axis=0) / per_step_batch
     return changes
 
 

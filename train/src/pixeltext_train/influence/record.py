@@ -47,6 +47,7 @@ class InfluenceRecorder(L.Callback):
         self._probe = list(probe) if probe is not None else None
         self._pending: list[str] = []  # keys of micro-batches since the last optimizer step
         self._step = 0
+        self._lr: float | None = None  # the rate of the optimizer step being taken
         self._handle = None
         self.path: Path | None = None
         self.seconds = 0.0  # time spent recording (the overhead)
@@ -58,11 +59,15 @@ class InfluenceRecorder(L.Callback):
             return
         keys = [key for item in self._probe for key in module.example_keys(item)]
         self.path = Path(trainer.default_root_dir) / self.filename
+        _drop_torn_line(self.path)  # a resumed run appends after the last complete record
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
         self._step, self._pending = trainer.global_step, []
         self._write({"event": "start", "probe": keys, "every": self.every, "step": self._step})
         if self._step == 0:
             self._write({"step": 0, "losses": self._losses(module)})
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
+        self._lr = optimizer.param_groups[0]["lr"]  # read here: the scheduler steps before batch end
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, index: int
@@ -73,8 +78,7 @@ class InfluenceRecorder(L.Callback):
         self._pending += module.example_keys(batch)
         if trainer.global_step != self._step:  # an optimizer step was taken (not mid-accumulation)
             self._step = step = trainer.global_step
-            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-            self._write({"step": step, "keys": self._pending, "lr": lr})
+            self._write({"step": step, "keys": self._pending, "lr": self._lr})
             self._pending = []
             if step % self.every == 0:
                 self._write({"step": step, "losses": self._losses(module)})
@@ -82,6 +86,8 @@ class InfluenceRecorder(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self._handle is not None:
+            if self._step % self.every:  # the last steps' keys need losses after them
+                self._write({"step": self._step, "losses": self._losses(module)})
             self._handle.close()
             self._handle = None
 
@@ -100,6 +106,16 @@ class InfluenceRecorder(L.Callback):
         self._handle.write(json.dumps(record) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a file back to its last newline (a write that a kill interrupted)."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def _first_examples(trainer: L.Trainer, count: int) -> list:

@@ -105,8 +105,10 @@ class TracInSnapshots(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, module: ClassifierModule, outputs, batch, index: int
     ) -> None:
-        if trainer.global_step % self.every == 0 and trainer.global_step < trainer.max_steps:
-            self._take(module, trainer.global_step)
+        step = trainer.global_step
+        taken = self.snapshots and self.snapshots[-1].step == step  # (mid gradient accumulation)
+        if step % self.every == 0 and step < trainer.max_steps and not taken:
+            self._take(module, step)
 
     @torch.no_grad()
     def _take(self, module: ClassifierModule, step: int) -> None:
@@ -128,16 +130,16 @@ class TracInSnapshots(L.Callback):
 
 def _output_gradients(module: ClassifierModule, item) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """Keys, d loss / d head output [B, C], and the head input [B, H] (the last real position)."""
-    batch, labels = item
+    batch, labels = module.transfer_batch_to_device(item, module.device, 0)
     classifier = module.classifier
     hidden = classifier.backbone(batch.tokens, batch.patches, batch.is_patch)
-    h = hidden[torch.arange(len(labels)), batch.real.sum(dim=1) - 1].float()
+    h = hidden[torch.arange(len(labels), device=hidden.device), batch.real.sum(dim=1) - 1].float()
     outputs = classifier.head(h)
     if module.task.regression:
         g = 2 * (outputs - labels[:, None].float())
     else:
         g = torch.softmax(outputs, dim=-1) - torch.nn.functional.one_hot(labels, outputs.shape[-1]).float()
-    return batch.keys, g.numpy(), h.numpy()
+    return batch.keys, g.cpu().numpy(), h.cpu().numpy()
 
 
 def record_runs(
