@@ -96,6 +96,7 @@ def test_a_short_fine_tune_beats_the_majority_class(tiny_checkpoint, tmp_path, m
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["modality"] == modality and written["examples_seen"] == written["steps"] * 16
     assert set(written) >= {"task", "checkpoint", "metrics", "examples_seen", "seed"}
+    assert written["skipped_rows"] == 0
 
 
 def test_the_same_seed_gives_the_same_numbers(tiny_checkpoint, tmp_path):

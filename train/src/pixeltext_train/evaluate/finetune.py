@@ -266,6 +266,7 @@ def finetune(
         "main_metric": task.metrics[0],
         "examples_seen": trainer.global_step * options.batch_size,
         "train_examples": len(splits["train"]),
+        "skipped_rows": task.skipped,  # rows of the task's files without a usable label
         "steps": trainer.global_step,
         "seed": options.seed,
         "seconds": round(time.perf_counter() - started, 1),
