@@ -34,11 +34,11 @@ def main(cfg: DictConfig) -> None:
     if cfg.task == "intrinsic":
         results = intrinsic(backbone, cfg.shards, cfg.val_fraction, cfg.max_strips)
         results |= {"task": "intrinsic", "checkpoint": backbone.source, "shards": cfg.shards}
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
     else:
         task = load_task(cfg.task, OmegaConf.to_container(cfg, resolve=True))
         options = FinetuneOptions(modality=cfg.modality, seed=cfg.seed, **cfg.finetune)
-        results = finetune(task, backbone, options, run_dir)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        results = finetune(task, backbone, options, run_dir)  # writes results.json
     print(json.dumps(results, indent=2, default=float))
     print(f"results: {run_dir / 'results.json'}")
 

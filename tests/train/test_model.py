@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pixeltext_train.data import Batch
 from pixeltext_train.losses import normalized_patch_mse, patch_targets, token_targets
 from pixeltext_train.model import ModelConfig, PixelTextModel
 from pixeltext_train.module import PixelTextLM
 
-TINY = dict(
-    vocab_size=300,
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=176,
-    max_positions=64,
-)
+REPO = Path(__file__).resolve().parents[2]
+TINY = {  # conf/model/tiny.yaml with a small vocabulary and context
+    **OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml")),
+    "vocab_size": 300,
+    "max_positions": 64,
+}
 
 
 def mixed_batch(length: int = 20, patches: int = 8, batch: int = 2, seed: int = 0) -> Batch:

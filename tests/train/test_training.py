@@ -13,9 +13,17 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from omegaconf import OmegaConf
 
 from pixeltext_render.schema import decode_sample
-from pixeltext_train.data import Regimen, SequenceSpec, ShardDataModule, StripSequences, make_sequence
+from pixeltext_train.data import (
+    Regimen,
+    SequenceSpec,
+    ShardDataModule,
+    StripSequences,
+    make_sequence,
+    shard_urls,
+)
 from pixeltext_train.module import PixelTextLM
 from pixeltext_train.train import train
 
@@ -70,17 +78,9 @@ def test_a_tiny_model_overfits_a_handful_of_strips(tiny_shards):
     data = ShardDataModule(str(tiny_shards), batch_size=4, num_workers=0, max_positions=128)
     batch = next(iter(data._dataset(training=True)))
     torch.manual_seed(0)
+    tiny = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml"))
     module = PixelTextLM(
-        model=dict(
-            vocab_size=data.vocab_size,
-            hidden_size=64,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            intermediate_size=176,
-            max_positions=128,
-        ),
-        bos_id=data.spec.bos_id,
+        model={**tiny, "vocab_size": data.vocab_size, "max_positions": 128}, bos_id=data.spec.bos_id
     )
     optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
     first = None
@@ -187,3 +187,11 @@ def test_corrupt_samples_and_shards_are_counted_not_fatal(tiny_shards, tmp_path)
     )
     with pytest.raises(RuntimeError, match="corrupt samples or shards"):
         list(strict)
+
+
+def test_s3_shards_and_manifest_are_read_through_the_aws_cli():
+    manifest = {"shards": [{"name": "shard-000000.tar"}]}
+    assert shard_urls("s3://bucket/shards/", manifest) == [
+        "pipe:aws s3 cp s3://bucket/shards/shard-000000.tar -"
+    ]
+    assert shard_urls("/data/shards", manifest) == ["/data/shards/shard-000000.tar"]

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--out", default="outputs/shards", help="output folder (local or any Beam filesystem)")
     job.add_argument(
         "--format",
-        choices=["auto", "parquet", "jsonl", "text"],
+        choices=["auto", "parquet", "jsonl", "text"],  # (the formats sources.py reads)
         default="auto",
         help="input format; auto goes by file extension",
     )

@@ -13,7 +13,6 @@ runner or the number of workers, and a rerun skips shards that are already compl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.renderer import Renderer
-from pixeltext_render.schema import MEMBERS, encode_strip, sample_key
+from pixeltext_render.schema import MEMBERS, encode_strip, key_hash, sample_key
 from pixeltext_render.shards import (
     ShardPart,
     claim,
@@ -82,7 +81,7 @@ def estimated_strips(characters: int, config: RenderConfig) -> int:
 
 
 def shard_of(key: str, shards: int) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % shards
+    return key_hash(key) % shards
 
 
 class AssignShards(beam.PTransform):

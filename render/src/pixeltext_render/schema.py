@@ -18,6 +18,7 @@ anyone with ``webdataset`` or ``tarfile``). One sample is one strip, its key
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -44,6 +45,11 @@ def sample_key(document: str, strip: int) -> str:
 def is_safe_key(key: str) -> bool:
     """Keys go into tar member names: no dots (WebDataset splits there), no slashes."""
     return _SAFE_KEY.fullmatch(key) is not None
+
+
+def key_hash(key: str) -> int:
+    """A stable 64-bit number for a key (shard assignment, validation split): sha256's first 8 bytes."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 
 def encode_png(image: np.ndarray, level: int = PNG_LEVEL) -> bytes:
@@ -92,9 +98,9 @@ def encode_strip(
     }
     return {
         META: json.dumps(meta, sort_keys=True, ensure_ascii=False).encode(),
-        PNG: encode_png(np.ascontiguousarray(stored)),
-        ALIGN: _npy(strip.token_patches.astype(np.int32)),
-        TOKENS: _npy(strip.token_ids.astype(np.int32)),
+        PNG: encode_png(stored),  # (it copies rows into its own buffer: a view is fine)
+        ALIGN: _npy(strip.token_patches.astype(np.int32, copy=False)),
+        TOKENS: _npy(strip.token_ids.astype(np.int32, copy=False)),
         TEXT: strip.text.encode("utf-8", "surrogatepass"),
     }
 

@@ -113,8 +113,8 @@ def write_shard(out: str, part: ShardPart, data: bytes) -> ShardPart:
     return part
 
 
-def claim(out: str, job: dict[str, Any]) -> bool:
-    """Record ``job`` as OUT's job; True if OUT already had it (a rerun), refuse a different one."""
+def claim(out: str, job: dict[str, Any]) -> None:
+    """Record ``job`` as OUT's job (a rerun finds it there); refuse OUT holding a different one."""
     path = join(out, JOB_FILE)
     if FileSystems.exists(path):
         previous = json.loads(read_bytes(path))
@@ -124,13 +124,12 @@ def claim(out: str, job: dict[str, Any]) -> bool:
                 f"{out} holds the output of a different render job (differs in: {', '.join(changed)}). "
                 "Use another --out, or delete it to start over."
             )
-        return True
+        return
     if FileSystems.exists(join(out, MANIFEST)):
         raise JobConflict(
             f"{out} holds shards written by another tool or version (no {JOB_FILE}); use another --out"
         )
     write_atomically(path, json.dumps(job, sort_keys=True, indent=1).encode())
-    return False
 
 
 def write_summary(

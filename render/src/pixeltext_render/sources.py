@@ -19,7 +19,6 @@ from apache_beam.metrics import Metrics
 
 from pixeltext_render.schema import is_safe_key
 
-FORMATS = ("auto", "parquet", "jsonl", "text")
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate")
 _GLOB = re.compile(r"[*?\[{]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -40,9 +39,6 @@ class Rejection:
     key: str
     source: str
     reason: str
-
-    def to_json(self) -> str:
-        return json.dumps({"key": self.key, "source": self.source, "reason": self.reason}, ensure_ascii=False)
 
 
 class Invalid(NamedTuple):

@@ -14,6 +14,7 @@ Specs accepted by :func:`load_tokenizer`:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -133,7 +134,7 @@ class SentencePieceTokenizer:
             return 0
         return len(self._sp.id_to_piece(piece_id).replace("\u2581", " ").encode("utf-8"))
 
-    @property
+    @cached_property  # hashes the model file: once
     def fingerprint(self) -> str:
         return fingerprint({"tokenizer": "sentencepiece", "sha256": file_sha256(self.path)})
 
@@ -177,7 +178,7 @@ class HFTokenizer:
         )
         self.pad_id = next((vocab[t] for t in ("<pad>", "[PAD]") if t in vocab), None)
 
-    @property
+    @cached_property  # hashes the model file: once
     def fingerprint(self) -> str:
         return fingerprint({"tokenizer": "hf", "sha256": file_sha256(self.path)})
 

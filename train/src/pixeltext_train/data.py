@@ -15,7 +15,6 @@ batches it already consumed and continue with exactly the next one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -30,7 +29,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset import tariterators
 
-from pixeltext_render.schema import META, StoredStrip, decode_sample
+from pixeltext_render.schema import META, StoredStrip, decode_sample, key_hash
 
 log = logging.getLogger(__name__)
 KINDS = ("pixel", "text", "pair")
@@ -67,26 +66,29 @@ class SequenceSpec:
     bos_id: int
     pad_id: int
 
+    @property
+    def patch_dim(self) -> int:
+        """Values in one RGB patch."""
+        return self.patch_size**2 * 3
 
-def open_url(url: str, mode: str = "rb"):
-    """Local paths and any scheme WebDataset opens (http(s), gs, pipe:); s3 through the AWS CLI."""
-    if url.startswith("s3://"):
-        url = f"pipe:aws s3 cp {url} -"
-    return wds.gopen(url, mode)
+
+def readable_url(url: str) -> str:
+    """A URL WebDataset's openers read: local paths, http(s), gs, pipe:; s3 through the AWS CLI."""
+    return f"pipe:aws s3 cp {url} -" if url.startswith("s3://") else url
 
 
 def read_manifest(location: str) -> dict[str, Any]:
-    with open_url(f"{location.rstrip('/')}/manifest.json") as stream:
+    with wds.gopen(readable_url(f"{location.rstrip('/')}/manifest.json"), "rb") as stream:
         return json.loads(stream.read())
 
 
 def shard_urls(location: str, manifest: dict[str, Any]) -> list[str]:
-    return [f"{location.rstrip('/')}/{shard['name']}" for shard in manifest["shards"]]
+    return [readable_url(f"{location.rstrip('/')}/{shard['name']}") for shard in manifest["shards"]]
 
 
 def is_validation(document: str, fraction: float) -> bool:
     """A stable split by document: the same documents are held out in every run."""
-    return int.from_bytes(hashlib.sha256(document.encode()).digest()[:8], "big") < fraction * 2**64
+    return key_hash(document) < fraction * 2**64
 
 
 def strip_patches(stored: StoredStrip, patch_size: int, count: int) -> np.ndarray:
@@ -116,13 +118,12 @@ def make_sequence(stored: StoredStrip, kind: str, spec: SequenceSpec) -> tuple[n
 def collate(
     sequences: list[tuple[str, np.ndarray, np.ndarray | None]],
     spec: SequenceSpec,
-    patch_dim: int,
     keys: tuple[str, ...] = (),
 ) -> Batch:
     lengths = [len(ids) + (0 if patches is None else len(patches)) for _, ids, patches in sequences]
     size, longest = len(sequences), max(max(lengths), 1)
     tokens = np.full((size, longest), spec.pad_id, np.int64)
-    pixels = np.zeros((size, longest, patch_dim), np.uint8)
+    pixels = np.zeros((size, longest, spec.patch_dim), np.uint8)
     is_patch = np.zeros((size, longest), bool)
     real = np.zeros((size, longest), bool)
     for row, (_, ids, patches) in enumerate(sequences):
@@ -240,11 +241,11 @@ class StripSequences(IterableDataset):
                 if skip:
                     skip -= 1
                 else:
-                    yield collate(batch, self.spec, self.spec.patch_size**2 * 3, tuple(keys))
+                    yield collate(batch, self.spec, tuple(keys))
                 batch, keys = [], []
                 made += 1
         if batch and not skip and not self.training:
-            yield collate(batch, self.spec, self.spec.patch_size**2 * 3, tuple(keys))
+            yield collate(batch, self.spec, tuple(keys))
             made += 1
         return made
 

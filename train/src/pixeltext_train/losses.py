@@ -46,30 +46,36 @@ def token_targets(tokens: Tensor, is_patch: Tensor, real: Tensor, bos_id: int | 
     return target
 
 
+def next_patch_errors(hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor) -> Tensor:
+    """Normalised MSE of each next-patch prediction at ``where`` [N], in row-major order."""
+    return normalized_patch_mse(head(hidden[where]), patches[:, 1:][where[:, :-1]])
+
+
+def next_token_errors(hidden: Tensor, head: torch.nn.Module, tokens: Tensor, where: Tensor) -> Tensor:
+    """Cross-entropy of each next-token prediction at ``where`` [N], in row-major order."""
+    logits = head(hidden[where]).float()
+    return F.cross_entropy(logits, tokens[:, 1:][where[:, :-1]], reduction="none")
+
+
+def _mean(errors: Tensor) -> tuple[Tensor, int]:
+    """The mean error and how many there were. With none, a zero that still depends on the head
+    (the sum of nothing), so every data-parallel rank reduces the same gradients."""
+    count = len(errors)
+    return (errors.mean() if count else errors.sum()), count
+
+
 def next_patch_loss(
     hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor
 ) -> tuple[Tensor, int]:
-    """Mean normalised MSE of next-patch predictions at ``where``, and how many there were.
-
-    With nothing to predict the loss is a zero that still depends on the head, so that every
-    data-parallel rank reduces the same gradients whatever its batch holds.
-    """
-    count = int(where.sum())
-    predicted = head(hidden[where])
-    if count == 0:
-        return predicted.sum() * 0.0, 0
-    return normalized_patch_mse(predicted, patches[:, 1:][where[:, :-1]]).mean(), count
+    """Mean normalised MSE of next-patch predictions at ``where``, and how many there were."""
+    return _mean(next_patch_errors(hidden, head, patches, where))
 
 
 def next_token_loss(
     hidden: Tensor, head: torch.nn.Module, tokens: Tensor, where: Tensor
 ) -> tuple[Tensor, int]:
     """Mean cross-entropy of next-token predictions at ``where``, and how many there were."""
-    count = int(where.sum())
-    logits = head(hidden[where]).float()
-    if count == 0:
-        return logits.sum() * 0.0, 0
-    return F.cross_entropy(logits, tokens[:, 1:][where[:, :-1]]), count
+    return _mean(next_token_errors(hidden, head, tokens, where))
 
 
 def per_example_loss(
@@ -77,19 +83,11 @@ def per_example_loss(
 ) -> Tensor:
     """[B] each sequence's own loss: its mean next-patch loss plus its mean next-token loss
     (either term absent when the sequence has nothing of that kind to predict)."""
-    losses = torch.zeros(batch.tokens.shape[0], dtype=torch.float32, device=hidden.device)
     patch_where = patch_targets(batch.is_patch, batch.real)
     token_where = token_targets(batch.tokens, batch.is_patch, batch.real, bos_id)
-    if patch_where.any():
-        errors = normalized_patch_mse(
-            patch_head(hidden[patch_where]), batch.patches[:, 1:][patch_where[:, :-1]]
-        )
-        losses += _row_means(errors, patch_where)
-    if token_where.any():
-        logits = lm_head(hidden[token_where]).float()
-        errors = F.cross_entropy(logits, batch.tokens[:, 1:][token_where[:, :-1]], reduction="none")
-        losses += _row_means(errors, token_where)
-    return losses
+    patch = _row_means(next_patch_errors(hidden, patch_head, batch.patches, patch_where), patch_where)
+    token = _row_means(next_token_errors(hidden, lm_head, batch.tokens, token_where), token_where)
+    return patch + token
 
 
 def _row_means(values: Tensor, where: Tensor) -> Tensor:

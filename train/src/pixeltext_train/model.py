@@ -11,6 +11,7 @@ next token. The text path is numerically the same model as Hugging Face's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -187,8 +188,13 @@ class PixelTextModel(nn.Module):
         count = sum(p.numel() for p in self.parameters())
         return count if embeddings else count - self.embed_tokens.weight.numel()
 
+    @cached_property
+    def dense_parameters(self) -> int:
+        """Parameters without the token embeddings (counted once: read on every step)."""
+        return self.num_parameters(embeddings=False)
+
     def flops_per_position(self, length: int) -> float:
         """Training FLOPs (forward and backward) per sequence position, the usual 6N + attention."""
         config = self.config
         attention = 12 * config.num_layers * config.hidden_size * length
-        return 6 * self.num_parameters(embeddings=False) + attention
+        return 6 * self.dense_parameters + attention

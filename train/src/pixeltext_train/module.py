@@ -136,10 +136,9 @@ class PixelTextLM(L.LightningModule):
             self.log("train/mfu", flops / seconds / self._peak_flops, on_step=True, batch_size=1)
 
     def configure_optimizers(self):
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed_tokens" not in n]
-        others = [
-            p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embed_tokens" not in n)
-        ]
+        decay, others = [], []  # weight decay on matrices, except the token embeddings
+        for name, parameter in self.model.named_parameters():
+            (decay if parameter.ndim >= 2 and "embed_tokens" not in name else others).append(parameter)
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": self.hparams.weight_decay},

@@ -63,10 +63,14 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(backbone.config.hidden_size, outputs, bias=False)
         nn.init.normal_(self.head.weight, std=backbone.config.init_std)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def last_hidden(self, batch: Batch) -> torch.Tensor:
+        """[B, H] the decoder's final hidden state at each sequence's last real position."""
         hidden = self.backbone(batch.tokens, batch.patches, batch.is_patch)
         last = batch.real.sum(dim=1) - 1
-        return self.head(hidden[torch.arange(len(last), device=hidden.device), last])
+        return hidden[torch.arange(len(last), device=hidden.device), last]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.head(self.last_hidden(batch))
 
 
 class ClassifierModule(L.LightningModule):
@@ -76,16 +80,9 @@ class ClassifierModule(L.LightningModule):
         self._predictions: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
 
-    def _loss(self, batch: Batch, labels: torch.Tensor) -> torch.Tensor:
-        outputs = self.classifier(batch)
-        if self.task.regression:
-            return F.mse_loss(outputs.squeeze(-1).float(), labels.float())
-        return F.cross_entropy(outputs.float(), labels)
-
     def training_step(self, item, index: int) -> torch.Tensor:
-        batch, labels = item
-        loss = self._loss(batch, labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        loss = self.example_losses(item).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(item[1]))
         return loss
 
     def example_losses(self, item) -> torch.Tensor:
@@ -160,11 +157,9 @@ class EncodedSplit(torch.utils.data.Dataset):
 
 
 def loader(split: EncodedSplit, options: FinetuneOptions, spec: SequenceSpec, shuffle: bool) -> DataLoader:
-    patch_dim = spec.patch_size**2 * 3
-
     def collate_with_labels(items):
         sequences, labels, keys = zip(*items, strict=True)
-        return collate(list(sequences), spec, patch_dim, keys), torch.tensor(labels)
+        return collate(list(sequences), spec, keys), torch.tensor(labels)
 
     generator = torch.Generator().manual_seed(options.seed)
     return DataLoader(

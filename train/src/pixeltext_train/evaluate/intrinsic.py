@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,14 +13,13 @@ from webdataset import tariterators
 
 from pixeltext_render.schema import META, decode_sample
 from pixeltext_train.data import (
-    SequenceSpec,
     collate,
     is_validation,
     make_sequence,
     read_manifest,
     shard_urls,
 )
-from pixeltext_train.evaluate.backbone import Backbone
+from pixeltext_train.evaluate.backbone import Backbone, sequence_spec
 from pixeltext_train.losses import next_patch_loss, next_token_loss, patch_targets, token_targets
 
 
@@ -41,7 +39,7 @@ def intrinsic(
 ) -> dict[str, Any]:
     """Mean next-token loss (nats), bits per UTF-8 byte, and mean next-patch loss."""
     model, tokenizer = backbone.model.eval(), backbone.renderer.tokenizer
-    spec = SequenceSpec(model.config.max_positions, backbone.renderer.config.patch_size, backbone.bos_id, 0)
+    spec = sequence_spec(backbone, model.config.max_positions)
     token_nats = patch_sum = 0.0
     tokens = patches = text_bytes = strips = 0
     for stored in tqdm(
@@ -49,7 +47,7 @@ def intrinsic(
     ):
         strips += 1
         for kind in ("text", "pixel"):
-            batch = collate([(kind, *make_sequence(stored, kind, spec))], spec, spec.patch_size**2 * 3)
+            batch = collate([(kind, *make_sequence(stored, kind, spec))], spec)
             with torch.no_grad():
                 hidden = model(batch.tokens, batch.patches, batch.is_patch)
                 if kind == "text":
@@ -71,8 +69,3 @@ def intrinsic(
         "tokens": tokens,
         "patches": patches,
     }
-
-
-def write(results: dict[str, Any], run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))

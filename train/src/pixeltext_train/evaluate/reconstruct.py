@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixeltext_train.data import SequenceSpec, collate, make_sequence
-from pixeltext_train.evaluate.backbone import Backbone
+from pixeltext_train.data import collate, make_sequence
+from pixeltext_train.evaluate.backbone import Backbone, sequence_spec
 from pixeltext_train.losses import PATCH_NORM_EPS
 
 GAP = 4  # grey pixels between the two rows, before scaling
@@ -25,9 +25,9 @@ def predicted_patches(backbone: Backbone, text: str, max_patches: int) -> tuple[
     model = backbone.model.eval()
     strip = backbone.renderer.render(text).strips[0]
     limit = min(max_patches, model.config.max_positions)
-    spec = SequenceSpec(limit, backbone.renderer.config.patch_size, backbone.bos_id, 0)
+    spec = sequence_spec(backbone, limit)
     sequence = make_sequence(strip, "pixel", spec)
-    batch = collate([("pixel", *sequence)], spec, spec.patch_size**2 * 3)
+    batch = collate([("pixel", *sequence)], spec)
     with torch.no_grad():
         predicted = model.patch_head(model(batch.tokens, batch.patches, batch.is_patch))[0].float().numpy()
     truth = sequence[1].astype(np.float64) / 255.0

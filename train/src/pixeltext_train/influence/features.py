@@ -37,7 +37,7 @@ def example_features(
             encode_example(backbone, examples[k], modality, max_positions)
             for k in keys[start : start + batch_size]
         ]
-        batch = collate(chunk, spec, spec.patch_size**2 * 3)
+        batch = collate(chunk, spec)
         hidden = model(batch.tokens, batch.patches, batch.is_patch).float()
         real = batch.real[..., None].float()
         pooled = (hidden * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)

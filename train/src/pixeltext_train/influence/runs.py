@@ -131,10 +131,8 @@ class TracInSnapshots(L.Callback):
 def _output_gradients(module: ClassifierModule, item) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """Keys, d loss / d head output [B, C], and the head input [B, H] (the last real position)."""
     batch, labels = module.transfer_batch_to_device(item, module.device, 0)
-    classifier = module.classifier
-    hidden = classifier.backbone(batch.tokens, batch.patches, batch.is_patch)
-    h = hidden[torch.arange(len(labels), device=hidden.device), batch.real.sum(dim=1) - 1].float()
-    outputs = classifier.head(h)
+    h = module.classifier.last_hidden(batch).float()
+    outputs = module.classifier.head(h)
     if module.task.regression:
         g = 2 * (outputs - labels[:, None].float())
     else:
@@ -167,6 +165,7 @@ def record_runs(
     }
     probe_split = EncodedSplit("probe", list(probe.values()), backbone, options, list(probe))
     spec = sequence_spec(backbone, plan.max_positions)
+    probe_items = list(loader(probe_split, options, spec, shuffle=False))  # same for every run
     runs = schedule(plan)
     for number, run in enumerate(runs, 1):
         run_dir = out / "runs" / run.name
@@ -178,7 +177,6 @@ def record_runs(
         chosen = sorted(np.random.default_rng(run.seed).permutation(len(pool))[: plan.subset])
         train_split = pool.subset(chosen)
         run_options = replace(options, seed=run.seed)
-        probe_items = list(loader(probe_split, run_options, spec, shuffle=False))
         recorder = InfluenceRecorder(probe=probe_items)
         snapshots = TracInSnapshots(
             plan.snapshot_every, list(loader(train_split, run_options, spec, shuffle=False)), probe_items
