@@ -41,15 +41,17 @@ class Budget:
     pretrain_minutes: float
     pretrain_steps: int
     schedule_steps: int
+    warmup_steps: int
     batch_size: int
     finetune_steps: int
+    finetune_warmup_steps: int
     train_examples: int | None
     eval_every: int
 
 
 BUDGETS = {
-    "full": Budget("demo", 10.0, 100_000, 1500, 8, 500, None, 100),
-    "smoke": Budget("tiny", 1.0, 15, 15, 4, 30, 400, 10),
+    "full": Budget("demo", 10.0, 100_000, 1500, 150, 8, 500, 30, None, 100),
+    "smoke": Budget("tiny", 1.0, 15, 15, 1, 4, 30, 3, 400, 10),
 }
 
 
@@ -93,6 +95,7 @@ def main() -> None:
                 f"trainer.max_steps={budget.pretrain_steps}",
                 f"+trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
                 f"optimizer.schedule_steps={budget.schedule_steps}",
+                f"optimizer.warmup_steps={budget.warmup_steps}",
                 "trainer.val_check_interval=250",
                 "checkpoint_every=500",
             ],
@@ -113,7 +116,7 @@ def main() -> None:
             max_positions=96,
             batch_size=32,
             lr=3e-4,
-            warmup_steps=30,
+            warmup_steps=budget.finetune_warmup_steps,
             max_steps=budget.finetune_steps,
             eval_every=budget.eval_every,
             patience=3,

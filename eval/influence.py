@@ -17,6 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pixeltext_train.checkpoints import load_plain
 from pixeltext_train.evaluate.backbone import load_backbone
 from pixeltext_train.evaluate.tasks import load_task
 from pixeltext_train.influence.baselines import Simfluence, tracin_changes, tracin_scale
@@ -55,7 +56,7 @@ def main_stage(cfg: DictConfig) -> None:
             by_group["train"], by_group["validation"] or by_group["train"][-1:], progress=True
         )
         simulator.save(out / "simulator.pt")
-        torch.save(Simfluence.fit(by_group["train"], cfg.simfluence_ridge), out / "simfluence.pt")
+        torch.save(Simfluence.fit(by_group["train"], cfg.simfluence_ridge).to_plain(), out / "simfluence.pt")
         train_runs = [r for r in runs if r.group == "train"]
         scale = tracin_scale([(r.recording, tracin_changes(r.recording, r.snapshots())) for r in train_runs])
         (out / "fit.json").write_text(json.dumps({"tracin_scale": scale, "simulator_log": log}, indent=2))
@@ -65,7 +66,7 @@ def main_stage(cfg: DictConfig) -> None:
         )
         return
     simulator = GPTfluence.load(out / "simulator.pt")
-    simfluence = torch.load(out / "simfluence.pt", weights_only=False)
+    simfluence = Simfluence.from_plain(load_plain(out / "simfluence.pt", "Simfluence factors (stage=fit)"))
     scale = json.loads((out / "fit.json").read_text())["tracin_scale"]
     if cfg.stage == "evaluate":
         results = evaluate(runs, simulator, simfluence, scale)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import shutil
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from pixeltext_render import Renderer
-from pixeltext_render.corpora import default_corpus, django_catalogue, wikipedia_articles
+from pixeltext_render.corpora import (
+    default_corpus,
+    django_catalogue,
+    django_languages,
+    django_messages,
+    wikipedia_articles,
+)
 from pixeltext_render.pipeline import RenderJob, run
 
 # A real sentence, translated by people, that every language of the sample catalogues has.
@@ -64,6 +76,23 @@ def tiny_shards(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def multilingual_shards(tmp_path_factory) -> Path:
+    """22 short documents in 22 languages (five Django messages each), byte tokens: one shard,
+    about 22 strips, so a few steps of batch 4 cross epochs and readers outnumber shards."""
+    folder = tmp_path_factory.mktemp("multilingual-corpus")
+    documents = [
+        {"id": language, "text": " ".join(django_messages(language)[:5])}
+        for language in django_languages()[:22]
+    ]
+    (folder / "short.jsonl").write_text(
+        "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents), encoding="utf-8"
+    )
+    out = tmp_path_factory.mktemp("multilingual-shards")
+    run(RenderJob((str(folder / "short.jsonl"),), str(out), tokenizer="bytes"), workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_overrides(tiny_shards) -> list[str]:
     """The Hydra overrides of a tiny CPU run on the tiny shards."""
     return [
@@ -77,6 +106,7 @@ def tiny_overrides(tiny_shards) -> list[str]:
         "trainer.limit_val_batches=2",
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
+        "optimizer.warmup_steps=1",
     ]
 
 
@@ -99,3 +129,59 @@ def tiny_checkpoint(make_config, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny-run")
     train(make_config("experiment=pixel_text", "trainer.max_steps=5"), run_dir)
     return run_dir / "checkpoints" / "last.ckpt"
+
+
+def rewrite_tar(path: Path, edit: Callable[[str, str, bytes], bytes]) -> None:
+    """Rewrite a shard, each member's bytes replaced by ``edit(key, extension, data)``."""
+    with tarfile.open(path) as archive:
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as archive:
+        for info, data in members:
+            key, extension = info.name.split(".", 1)
+            data = edit(key, extension, data)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+CORRUPTIONS = {  # sample index in the largest shard -> (member, how it breaks the schema)
+    1: ("png", lambda data: b"not a png at all"),
+    2: ("align.npy", lambda data: _npy(np.zeros((1, 2), np.int32))),  # one row, several tokens
+    3: ("tokens.npy", lambda data: _npy(np.load(io.BytesIO(data)) + 100_000)),  # beyond the vocabulary
+    4: ("png", lambda data: _png(np.zeros((8, 32), np.uint8))),  # a well-formed PNG of the wrong height
+    5: ("json", lambda data: b"[" * 100_000),  # nested past what a parser can follow
+    6: ("json", lambda data: data.replace(b'"document": "', b'"document": "\\ud800')),  # a lone surrogate
+}
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def corrupt_shards(tiny_shards, tmp_path_factory) -> Path:
+    """The tiny shards with samples of the largest shard broken (``CORRUPTIONS``) and shard 1
+    cut off inside its first sample: ``len(CORRUPTIONS) + 1`` skips in a pass over every shard."""
+    out = tmp_path_factory.mktemp("corrupt-shards") / "shards"
+    shutil.copytree(tiny_shards, out)
+    shards = json.loads((out / "manifest.json").read_text())["shards"]
+    largest = out / max(shards[2:], key=lambda shard: shard["samples"])["name"]
+    with tarfile.open(largest) as archive:
+        keys = sorted({m.name.split(".", 1)[0] for m in archive.getmembers()})
+    broken = {keys[index]: change for index, change in CORRUPTIONS.items()}
+
+    def edit(key: str, extension: str, data: bytes) -> bytes:
+        member, change = broken.get(key, (None, None))
+        return change(data) if member == extension else data
+
+    rewrite_tar(largest, edit)
+    truncated = out / "shard-000001.tar"
+    truncated.write_bytes(truncated.read_bytes()[:1500])
+    return out

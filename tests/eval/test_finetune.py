@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CORRUPTIONS
 from PIL import Image
 
+from pixeltext_render.pipeline import RenderJob, run
 from pixeltext_train.evaluate.backbone import RenderMismatch, encode_example, load_backbone
 from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune, majority_baseline
 from pixeltext_train.evaluate.intrinsic import intrinsic
@@ -101,7 +103,9 @@ def test_a_short_fine_tune_beats_the_majority_class(tiny_checkpoint, tmp_path, m
 
 def test_the_same_seed_gives_the_same_numbers(tiny_checkpoint, tmp_path):
     task = separable_task()
-    options = FinetuneOptions(modality="text", max_positions=32, batch_size=16, max_steps=10, eval_every=5)
+    options = FinetuneOptions(
+        modality="text", max_positions=32, batch_size=16, warmup_steps=2, max_steps=10, eval_every=5
+    )
     first = finetune(task, load_backbone(tiny_checkpoint), options, tmp_path / "a", progress=False)
     second = finetune(task, load_backbone(tiny_checkpoint), options, tmp_path / "b", progress=False)
     assert first["metrics"] == second["metrics"]
@@ -117,6 +121,9 @@ def test_inputs_are_rendered_as_the_checkpoint_was_trained(tiny_checkpoint):
     assert (patches[separator] == 0).all()  # the black separator patch is in the sequence
     kind, ids, patches = encode_example(backbone, Example("x" * 500, None, 0), "pixel", 20)
     assert len(ids) == 0 and patches.shape == (20, 768)  # the left crop
+    for modality in ("pixel", "pair"):  # an empty text: no patch, just bos
+        kind, ids, patches = encode_example(backbone, Example("", None, 0), modality, 20)
+        assert list(ids) == [backbone.bos_id] and patches.shape == (0, 768)
 
 
 def test_a_missing_checkpoint_says_what_to_do(tmp_path):
@@ -127,7 +134,7 @@ def test_a_missing_checkpoint_says_what_to_do(tmp_path):
 def test_a_checkpoint_from_other_fonts_is_refused(tiny_checkpoint, tmp_path):
     import torch
 
-    saved = torch.load(tiny_checkpoint, weights_only=False)
+    saved = torch.load(tiny_checkpoint, weights_only=True)
     saved["hyper_parameters"]["render"]["fingerprint"] = "0000000000000000"
     edited = tmp_path / "edited.ckpt"
     torch.save(saved, edited)
@@ -140,6 +147,26 @@ def test_intrinsic_losses_on_held_out_documents(tiny_checkpoint, tiny_shards):
     assert 0 < results["strips"] <= 10 and results["tokens"] > 0 and results["patches"] > 0
     assert 0 < results["bits_per_byte"] < 20 and 0 < results["patch_loss"] < 5
     assert results["token_loss"] == pytest.approx(results["bits_per_byte"] * np.log(2) * 1, rel=0.5)
+
+
+def test_intrinsic_counts_corrupt_samples_and_refuses_shards_of_another_tokenizer(
+    tiny_checkpoint, corrupt_shards, tmp_path
+):
+    results = intrinsic(
+        load_backbone(tiny_checkpoint), str(corrupt_shards), val_fraction=1.0, max_strips=1000
+    )
+    assert (
+        results["skipped_samples"] == len(CORRUPTIONS) + 1 and results["strips"] > 20
+    )  # one truncated shard
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "A few words."}) + "\n")
+    run(
+        RenderJob((str(corpus),), str(tmp_path / "shards"), tokenizer="sentencepiece"),
+        workers=1,
+        progress=False,
+    )
+    with pytest.raises(RenderMismatch, match="tokenizer fingerprint"):
+        intrinsic(load_backbone(tiny_checkpoint), str(tmp_path / "shards"))
 
 
 def test_the_reconstruction_picture_has_the_expected_size(tiny_checkpoint):
@@ -181,6 +208,7 @@ def test_eval_run_writes_results_and_pictures(tiny_checkpoint, tmp_path):
         "checkpoint=none",
         "modality=text",
         "finetune.max_steps=4",
+        "finetune.warmup_steps=1",
         "finetune.eval_every=2",
         "finetune.batch_size=8",
         f"hydra.run.dir={out}",

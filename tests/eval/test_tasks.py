@@ -233,3 +233,73 @@ def test_rotten_tomatoes_is_real_and_split_the_same_way_every_time():
         0.75 < shares["train"] < 0.85 and 0.05 < shares["validation"] < 0.15 and 0.05 < shares["test"] < 0.15
     )
     assert rotten_tomatoes().train == task.train  # the same split every time
+
+
+def write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_unusable_rows_are_skipped_and_counted_by_reason(tmp_path):
+    lines = [
+        {"t": "good one", "y": 1},
+        {"t": "good two", "y": 0.0},  # 0.0 and 0 are one class
+        {"t": "no label", "y": None},
+        {"t": "empty label", "y": ""},
+        {"t": "not a number", "y": float("nan")},  # NaN in JSON Lines
+        {"t": None, "y": 1},
+        {"t": "   ", "y": 0},
+        {"y": 1},
+        [1, 2],
+    ]
+    path = write(tmp_path / "a.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n{broken\n")
+    task = custom(path, path, "t", "y")
+    assert task.labels == ["0", "1"] and not task.regression
+    assert [(e.text, e.label) for e in task.train] == [("good one", 1), ("good two", 0)]
+    per_file = {
+        "no label": 3,
+        "no text": 3,
+        "a JSON list, not an object": 1,
+        "invalid JSON (Expecting property name enclosed in double quotes)": 1,
+    }
+    assert task.skip_reasons == {
+        reason: 2 * count for reason, count in per_file.items()
+    }  # train + validation
+    assert task.skipped == 2 * sum(per_file.values())
+
+
+def test_tsv_cells_are_read_without_quoting_and_misaligned_rows_are_skipped(tmp_path):
+    rows = [
+        "text\tlabel",
+        '"a quoted start\tpos',
+        "plain\tneg",
+        "has\ta tab\tpos",
+        "NaN label\tNaN",
+        "last\tneg",
+    ]
+    path = write(tmp_path / "a.tsv", "\n".join(rows) + "\n")
+    task = custom(path, path, "text", "label")
+    assert [e.text for e in task.train] == ['"a quoted start', "plain", "last"]
+    assert task.skip_reasons == {"3 cells, the header has 2": 2, "no label": 2}  # (NaN is no label)
+
+
+def test_numbers_written_two_ways_are_one_class_and_fractions_a_score(tmp_path):
+    classes = write(tmp_path / "c.csv", "x,y\na,1\nb,1.0\nc,0\nd, 0 \n")
+    task = custom(classes, classes, "x", "y")
+    assert task.labels == ["0", "1"] and [e.label for e in task.train] == [1, 1, 0, 0]
+    scores = write(tmp_path / "s.csv", "x,y\na,1\nb,2.5\nc,0\n")
+    assert custom(scores, scores, "x", "y").regression
+
+
+@pytest.mark.parametrize(
+    ("train", "validation", "complaint"),
+    [
+        ("x,y\na,pos\nb,pos\n", "x,y\na,pos\n", "single class"),
+        ("x,y\na,pos\nb,neg\n", "x,y\na,pos\nb,neutral\n", r"v\.csv row 3: label 'neutral' does not occur"),
+        ("x,y\na,\nb,\n", "x,y\na,pos\n", r"t\.csv has no usable row"),
+        ("x,z\na,pos\n", "x,y\na,pos\n", "no column"),
+    ],
+)
+def test_a_task_that_cannot_work_is_an_error_naming_file_and_row(tmp_path, train, validation, complaint):
+    with pytest.raises(TaskError, match=complaint):
+        custom(write(tmp_path / "t.csv", train), write(tmp_path / "v.csv", validation), "x", "y")

@@ -189,6 +189,25 @@ def test_bad_records_are_rejected_and_good_ones_kept(tmp_path, wiki):
     assert read_manifest(str(out))["totals"]["rejected"] == 7
 
 
+def test_what_normalisation_changed_is_in_each_sample_and_the_totals(tmp_path, wiki, renderer):
+    texts = {
+        "clean": wiki[0]["text"][:300],
+        "bell": "ring\x07 the\x00 bell\x1b[0m when the soup is ready for all",  # controls: removed
+        "windows": "line one\r\nline two\r\n" + wiki[1]["text"],  # line breaks: replaced; many strips
+    }
+    (tmp_path / "c.jsonl").write_text(
+        "".join(json.dumps({"id": k, "text": t}) + "\n" for k, t in texts.items())
+    )
+    run(RenderJob((str(tmp_path / "c.jsonl"),), str(tmp_path / "out")), workers=1, progress=False)
+    expected = {key: renderer.render(text).changed_chars for key, text in texts.items()}
+    assert expected["clean"] == 0 and expected["bell"] == 3 and expected["windows"] >= 2
+    samples = [json.loads(s["json"]) for s in wds.WebDataset(str(tmp_path / "out" / "shard-000000.tar"))]
+    assert {m["document"] for m in samples} == set(texts)
+    assert all(m["changed_chars"] == expected[m["document"]] for m in samples)
+    assert max(m["strips"] for m in samples if m["document"] == "windows") > 1
+    assert read_manifest(str(tmp_path / "out"))["totals"]["changed_chars"] == sum(expected.values())
+
+
 def test_every_input_format(tmp_path):
     folder = tmp_path / "formats"
     folder.mkdir()

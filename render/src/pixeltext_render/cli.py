@@ -90,8 +90,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(
         f"rendered {totals['documents']} documents into {totals['strips']} strips in {totals['shards']} "
         f"shards ({totals['bytes'] / 1e6:.1f} MB, {totals['strips'] / seconds:.0f} strips/s); "
-        f"{totals['rejected']} rejected (see rejected.jsonl), {totals['missing_glyphs']} missing glyphs "
-        f"-> {job.out}"
+        f"{totals['rejected']} rejected (see rejected.jsonl), {totals['missing_glyphs']} missing glyphs, "
+        f"{totals['changed_chars']} characters changed by normalisation -> {job.out}"
     )
     return 0
 

@@ -29,14 +29,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pixeltext_render.config import RenderConfig
-from pixeltext_render.renderer import Renderer
-from pixeltext_render.schema import MEMBERS, encode_strip, key_hash, sample_key
+from pixeltext_render.renderer import RenderedDocument, Renderer
+from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, key_hash, sample_key, shard_name
 from pixeltext_render.shards import (
     ShardPart,
     claim,
     finished_part,
     read_manifest,
-    shard_name,
     tar_bytes,
     write_shard,
     write_summary,
@@ -114,7 +113,15 @@ class RenderShard(beam.DoFn):
         self.progress_folder = progress_folder
         self.counters = {
             name: Metrics.counter("pixeltext", name)
-            for name in ("documents", "strips", "characters", "tokens", "missing_glyphs", "rejected")
+            for name in (
+                "documents",
+                "strips",
+                "characters",
+                "tokens",
+                "missing_glyphs",
+                "changed_chars",
+                "rejected",
+            )
         }
 
     def setup(self) -> None:
@@ -132,20 +139,29 @@ class RenderShard(beam.DoFn):
         samples: list[tuple[str, dict[str, bytes]]] = []
         seen: set[str] = set()
         for doc in sorted((d for d in documents if d is not None), key=lambda d: (d.key, d.source)):
-            strips = self._render(doc, part, seen)
+            rendered = self._render(doc, part, seen)
+            strips = rendered.strips if rendered else []
             for i, strip in enumerate(strips):
-                members = encode_strip(strip, doc.key, i, len(strips), doc.source, self.job.config.patch_size)
+                members = encode_strip(
+                    strip,
+                    doc.key,
+                    i,
+                    len(strips),
+                    doc.source,
+                    self.job.config.patch_size,
+                    rendered.changed_chars,
+                )
                 samples.append((sample_key(doc.key, i), members))
             self.progress.add(1 if strips else 0, len(strips))
         part.samples = len(samples)
-        for name in ("documents", "characters", "tokens", "missing_glyphs"):
+        for name in ("documents", "characters", "tokens", "missing_glyphs", "changed_chars"):
             self.counters[name].inc(getattr(part, name))
         self.counters["strips"].inc(part.samples)
         self.counters["rejected"].inc(len(part.rejected))
         yield write_shard(self.job.out, part, tar_bytes(samples))
 
-    def _render(self, doc, part: ShardPart, seen: set[str]) -> list:
-        """The document's strips, or [] with the reason recorded in ``part.rejected``."""
+    def _render(self, doc, part: ShardPart, seen: set[str]) -> RenderedDocument | None:
+        """The rendered document, or None with the reason recorded in ``part.rejected``."""
         reason = None
         if doc.key in seen:
             reason = "duplicate document key (an earlier record has the same id)"
@@ -160,12 +176,13 @@ class RenderShard(beam.DoFn):
                     reason = "a single unbreakable unit is wider than a strip; it would be cut"
         if reason:
             part.rejected.append(asdict(Rejection(doc.key, doc.source, reason)))
-            return []
+            return None
         part.documents += 1
         part.characters += len(rendered.text)
         part.tokens += int(sum(len(s.token_ids) for s in rendered.strips))
         part.missing_glyphs += rendered.missing_glyphs
-        return rendered.strips
+        part.changed_chars += rendered.changed_chars
+        return rendered
 
     def teardown(self) -> None:
         if getattr(self, "progress", None):
@@ -218,7 +235,7 @@ def build(
 def manifest_header(job: RenderJob, renderer: Renderer) -> dict[str, Any]:
     tokenizer = renderer.tokenizer
     return {
-        "format": "pixeltext-shards/1",
+        "format": FORMAT,
         "job": job.identity(renderer),
         "render": {**renderer.describe(), "fingerprint": renderer.fingerprint},
         "tokenizer": {

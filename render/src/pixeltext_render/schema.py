@@ -12,8 +12,16 @@ anyone with ``webdataset`` or ``tarfile``). One sample is one strip, its key
 ``.align.npy``      int32 [n, 2]: first and last patch of each token
 ``.txt``            the text shown, UTF-8
 ``.json``           metadata: document, strip, strips, text_patches, missing_glyphs,
-                    start (offset in the normalised document), chars, source
+                    start (offset in the normalised document), chars, source, and
+                    changed_chars (characters of the document that normalisation
+                    removed or replaced)
 ==================  ==================================================================
+
+A shard folder's ``manifest.json`` names the shards (``shard-NNNNNN.tar``) and carries the
+render config and tokenizer the strips were made with. Readers go through
+:func:`parse_manifest` and :func:`decode_sample`, which check what they read against this
+contract: a file from elsewhere can name nothing outside the folder and make no reader index
+out of range.
 """
 
 from __future__ import annotations
@@ -30,12 +38,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixeltext_render.config import RenderConfig
 from pixeltext_render.renderer import Strip
 
 PNG, TOKENS, ALIGN, TEXT, META = "png", "tokens.npy", "align.npy", "txt", "json"
 MEMBERS = (META, PNG, ALIGN, TOKENS, TEXT)
 PNG_LEVEL = 3  # zlib level: see `make bench` for the trade-off between speed and bytes
+FORMAT = "pixeltext-shards/1"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,80}")
+SHARD_NAME = re.compile(r"shard-[0-9]{6,}\.tar")  # no separator, no "..": a name inside the folder
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
 
 
 def sample_key(document: str, strip: int) -> str:
@@ -82,9 +97,10 @@ def _load_npy(data: bytes) -> np.ndarray:
 
 
 def encode_strip(
-    strip: Strip, document: str, index: int, count: int, source: str, patch_size: int
+    strip: Strip, document: str, index: int, count: int, source: str, patch_size: int, changed_chars: int = 0
 ) -> dict[str, bytes]:
-    """The members of one sample (without the key), deterministic bytes."""
+    """The members of one sample (without the key), deterministic bytes. ``changed_chars``:
+    the document's characters that normalisation removed or replaced."""
     stored = strip.image[:, : (strip.num_text_patches + 1) * patch_size]
     meta = {
         "document": document,
@@ -95,6 +111,7 @@ def encode_strip(
         "start": strip.start,
         "chars": len(strip.text),
         "source": source,
+        "changed_chars": changed_chars,
     }
     return {
         META: json.dumps(meta, sort_keys=True, ensure_ascii=False).encode(),
@@ -121,16 +138,159 @@ class StoredStrip:
         return int(self.meta["text_patches"])
 
 
-def decode_sample(sample: dict[str, Any]) -> StoredStrip:
-    """Decode a WebDataset sample (``{"__key__": ..., "png": bytes, ...}``) without pickle."""
-    image = np.asarray(Image.open(io.BytesIO(sample[PNG])))
+class InvalidSample(ValueError):
+    """A sample that does not follow the schema; the message says what is wrong."""
+
+
+_META_FIELDS = {
+    "document": str,
+    "strip": int,
+    "strips": int,
+    "text_patches": int,
+    "missing_glyphs": int,
+    "start": int,
+    "chars": int,
+    "source": str,
+}
+
+
+def read_meta(sample: dict[str, Any]) -> dict[str, Any]:
+    """A sample's ``.json`` metadata, checked: an object with the schema's fields and types."""
+    if META not in sample:
+        raise InvalidSample(f"no .{META} member")
+    meta = _json(sample[META], f".{META}", InvalidSample)
+    for name, kind in _META_FIELDS.items():
+        value = meta.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise InvalidSample(
+                f".{META} field {name!r} is {value!r}, not a {'count' if kind is int else 'string'}"
+            )
+        if kind is str and not _is_unicode(value):
+            raise InvalidSample(f".{META} field {name!r} is not valid Unicode (a lone surrogate)")
+    return meta
+
+
+def _json(data: bytes, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """A JSON object, or ``error`` saying why not (bad JSON, too deeply nested, not an object)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, TypeError, RecursionError) as problem:
+        raise error(f"{what} is not valid JSON: {type(problem).__name__}: {problem}") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} is not a JSON object")
+    return value
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def decode_sample(
+    sample: dict[str, Any], patch_size: int | None = None, vocab_size: int | None = None
+) -> StoredStrip:
+    """Decode a WebDataset sample (``{"__key__": ..., "png": bytes, ...}``) without pickle,
+    checked against the schema: every member present, the image ``patch_size`` high and as
+    wide as its text patches plus the end patch, one alignment row per token, alignments within
+    the text patches, token ids below ``vocab_size``. Raises :class:`InvalidSample`."""
+    missing = [name for name in MEMBERS if name not in sample]
+    if missing:
+        raise InvalidSample(f"missing member(s) {', '.join('.' + m for m in missing)}")
+    meta = read_meta(sample)
+    patches = meta["text_patches"]
+    try:
+        with Image.open(io.BytesIO(sample[PNG])) as png:
+            width, height = png.size  # from the header: checked before anything is decoded
+            if png.mode not in ("L", "RGB"):
+                raise InvalidSample(f"image mode {png.mode}, not 8-bit grey or RGB")
+            if patch_size is not None and (height, width) != (patch_size, (patches + 1) * patch_size):
+                raise InvalidSample(
+                    f"image is {height}x{width} pixels; {patches} text patches and the end patch of "
+                    f"{patch_size} pixels make {patch_size}x{(patches + 1) * patch_size}"
+                )
+            image = np.asarray(png)
+        token_ids, token_patches = _load_npy(sample[TOKENS]), _load_npy(sample[ALIGN])
+        text = sample[TEXT].decode("utf-8", "surrogatepass")
+    except InvalidSample:
+        raise
+    except Exception as error:  # PIL, numpy and codecs each raise their own kinds
+        raise InvalidSample(f"undecodable member: {error!r}") from None
+    if token_ids.ndim != 1 or token_ids.dtype.kind not in "iu":
+        raise InvalidSample(f".{TOKENS} is {token_ids.dtype} {token_ids.shape}, not integer ids [n]")
+    if token_patches.shape != (len(token_ids), 2) or token_patches.dtype.kind not in "iu":
+        raise InvalidSample(
+            f".{ALIGN} is {token_patches.dtype} {token_patches.shape}, not integers [{len(token_ids)}, 2] "
+            "(one row per token)"
+        )
+    if len(token_ids):
+        if token_ids.min() < 0 or (vocab_size is not None and token_ids.max() >= vocab_size):
+            raise InvalidSample(
+                f"token ids span {token_ids.min()}..{token_ids.max()}, outside the vocabulary of {vocab_size}"
+            )
+        last = max(patches - 1, 0)
+        if (
+            token_patches.min() < 0
+            or token_patches.max() > last
+            or (token_patches[:, 0] > token_patches[:, 1]).any()
+        ):
+            raise InvalidSample(f".{ALIGN} has a patch range outside the {patches} text patches")
+    if len(text) != meta["chars"]:
+        raise InvalidSample(f".{TEXT} has {len(text)} characters, the metadata says {meta['chars']}")
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
-    return StoredStrip(
-        key=sample["__key__"],
-        pixels=image,
-        token_ids=_load_npy(sample[TOKENS]),
-        token_patches=_load_npy(sample[ALIGN]),
-        text=sample[TEXT].decode("utf-8", "surrogatepass"),
-        meta=json.loads(sample[META]),
-    )
+    return StoredStrip(sample["__key__"], image, token_ids, token_patches, text, meta)
+
+
+class ManifestError(ValueError):
+    """A ``manifest.json`` that readers cannot trust; the message names the file and the field."""
+
+
+def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
+    """A shard folder's manifest, checked: JSON, this format, the render config and tokenizer
+    readers rebuild, and every shard entry a plain shard name in the folder (``SHARD_NAME``).
+    ``where`` names the file in errors."""
+    manifest = _json(data, where, ManifestError)
+    if manifest.get("format") != FORMAT:
+        raise ManifestError(f"{where}: format is {manifest.get('format')!r}, not {FORMAT!r}")
+
+    def field(path: str, kinds: tuple[type, ...]) -> Any:
+        value: Any = manifest
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ManifestError(
+                f"{where}: {path} is {value!r}; expected {' or '.join(k.__name__ for k in kinds)}"
+            )
+        return value
+
+    try:
+        RenderConfig.from_dict(field("render.config", (dict,)))
+    except (TypeError, ValueError) as error:
+        raise ManifestError(f"{where}: render.config is not a render config: {error}") from None
+    field("render.fingerprint", (str,))
+    field("tokenizer.spec", (str,))
+    field("tokenizer.fingerprint", (str,))
+    vocabulary = field("tokenizer.vocab_size", (int,))
+    if vocabulary < 1:
+        raise ManifestError(f"{where}: tokenizer.vocab_size must be positive")
+    for special in ("bos_id", "eos_id", "pad_id"):
+        value = field(f"tokenizer.{special}", (int, type(None)))
+        if value is not None and not 0 <= value < vocabulary:
+            raise ManifestError(
+                f"{where}: tokenizer.{special} is {value}, outside the vocabulary of {vocabulary}"
+            )
+    field("totals", (dict,))
+    for number, shard in enumerate(field("shards", (list,))):
+        name = shard.get("name") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+            raise ManifestError(
+                f"{where}: shards[{number}].name is {name!r}, not a shard name like {shard_name(0)} "
+                "(refusing the manifest: a shard must be a file in its folder)"
+            )
+        samples = shard.get("samples")
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+            raise ManifestError(f"{where}: shards[{number}].samples is {samples!r}, not a count")
+    return manifest

@@ -23,7 +23,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from pixeltext_render.schema import MEMBERS
+from pixeltext_render.schema import MEMBERS, parse_manifest, shard_name
 
 JOB_FILE = ".pixeltext-job.json"
 PARTS = ".parts"
@@ -34,10 +34,6 @@ TEMPORARY = ".tmp-"
 
 class JobConflict(RuntimeError):
     """OUT already holds the output of a different job."""
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:06d}.tar"
 
 
 def join(folder: str, *names: str) -> str:
@@ -83,6 +79,7 @@ class ShardPart:
     characters: int = 0
     tokens: int = 0
     missing_glyphs: int = 0
+    changed_chars: int = 0  # characters the normalisation rule removed or replaced
     rejected: list[dict[str, str]] = field(default_factory=list)  # documents that failed to render
 
     def to_json(self) -> bytes:
@@ -148,6 +145,7 @@ def write_summary(
         "characters": sum(p.characters for p in parts),
         "tokens": sum(p.tokens for p in parts),
         "missing_glyphs": sum(p.missing_glyphs for p in parts),
+        "changed_chars": sum(p.changed_chars for p in parts),
         "rejected": len(rejected),
         "shards": len(parts),
         "bytes": sum(p.bytes for p in parts),
@@ -165,4 +163,5 @@ def write_summary(
 
 
 def read_manifest(out: str) -> dict[str, Any]:
-    return json.loads(read_bytes(join(out, MANIFEST)))
+    path = join(out, MANIFEST)
+    return parse_manifest(read_bytes(path), path)

@@ -1,23 +1,27 @@
 """Streaming the render job's shards into batches of pixel, text and pair sequences.
 
-    shards (local folder or gs://, s3://, http(s):// URL, read with WebDataset's openers)
-    -> split across nodes and dataloader workers (by shard, or by sample when shards are few)
-    -> samples (WebDataset's tar iterators; a corrupt sample or shard is counted, not fatal)
-    -> shuffled through a buffer -> decoded without pickle (``pixeltext_render.schema``)
+    shards (a local folder or any fsspec URL: https, s3, gs; read in-process, see ``storage``)
+    -> one stream per reader (rank x dataloader worker): its shards, or its samples of each
+       shard when shards are fewer than readers; the other split passed over (``stream``)
+    -> shuffled through a buffer, epoch after epoch
+    -> decoded and checked against the schema (``pixeltext_render.schema``); a corrupt sample
+       or unreadable shard is counted and skipped, not fatal
     -> one sequence per strip, of a kind drawn by the regimen's ratios:
          pixel: the strip's text patches          text: bos + its tokens
          pair:  its patches, bos, then the tokens of exactly the text in those patches
-    -> batches right-padded to their longest sequence.
+    -> batches right-padded to their longest sequence, each carrying its reader's state.
 
-The stream is a function of (seed, epoch, rank, worker) alone, so a resumed run can skip the
-batches it already consumed and continue with exactly the next one.
+Resuming is exact: the data module keeps, for every reader, the state that came with the last
+batch an optimizer step used (``StreamTracker``), and a checkpoint holds them all (every rank's);
+a resumed run's readers continue from those states, so it trains on exactly the batches an
+uninterrupted run would have, across epochs and whatever data was skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -25,14 +29,16 @@ from typing import Any, NamedTuple
 import lightning as L
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset import tariterators
 
-from pixeltext_render.schema import META, StoredStrip, decode_sample, key_hash
+from pixeltext_render.config import RenderConfig
+from pixeltext_render.schema import InvalidSample, StoredStrip, decode_sample, key_hash
+from pixeltext_train.storage import read_manifest, shard_urls
+from pixeltext_train.stream import ErrorBudget, SampleStream, StreamState
 
 log = logging.getLogger(__name__)
 KINDS = ("pixel", "text", "pair")
+STATE_VERSION = 2  # the data module's checkpoint state: every reader's stream state
 
 
 @dataclass
@@ -43,11 +49,40 @@ class Regimen:
     text: float = 1.0
     pair: float = 1.0
 
-    def weights(self) -> list[float]:
+    def __post_init__(self) -> None:
         weights = [self.pixel, self.text, self.pair]
         if min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"regimen ratios must be >= 0 with a positive sum, got {weights}")
-        return weights
+            raise ValueError(f"data.regimen ratios must be >= 0 with a positive sum, got {weights}")
+
+    def choose(self, rng: np.random.Generator) -> str:
+        """A kind of sequence, drawn with the regimen's frequencies."""
+        bounds = np.cumsum([self.pixel, self.text, self.pair])
+        return KINDS[min(int(np.searchsorted(bounds, rng.random() * bounds[-1], side="right")), 2)]
+
+
+class StreamMark:
+    """Which reader made a batch (its place among the rank's dataloader workers), and its
+    stream's state right after the batch (``StreamState.to_dict()``). A plain object, not a
+    collection, so that device transfers and memory pinning pass it by instead of walking its
+    thousand buffer addresses on every step."""
+
+    __slots__ = ("role", "state")
+
+    def __init__(self, role: int, state: dict[str, Any]):
+        self.role, self.state = role, state
+
+
+@dataclass
+class ResumePoint:
+    """Where a rank's training stream continues: how many of its batches have been trained on,
+    and each reader's stream state after the last of them (None: the reader has not started)."""
+
+    consumed: int = 0
+    streams: list[dict[str, Any] | None] = field(default_factory=list)
+
+    def advance(self, mark: StreamMark) -> None:
+        self.streams[mark.role] = mark.state
+        self.consumed += 1
 
 
 class Batch(NamedTuple):
@@ -57,6 +92,7 @@ class Batch(NamedTuple):
     real: torch.Tensor  # bool [B, L]: not padding
     kinds: torch.Tensor  # int64 [B]: index into KINDS
     keys: tuple[str, ...] = ()  # each sequence's sample key and kind, "<key>/<kind>" (influence records)
+    stream: StreamMark | None = None  # training batches: where their reader's stream stands
 
 
 @dataclass
@@ -72,20 +108,6 @@ class SequenceSpec:
         return self.patch_size**2 * 3
 
 
-def readable_url(url: str) -> str:
-    """A URL WebDataset's openers read: local paths, http(s), gs, pipe:; s3 through the AWS CLI."""
-    return f"pipe:aws s3 cp {url} -" if url.startswith("s3://") else url
-
-
-def read_manifest(location: str) -> dict[str, Any]:
-    with wds.gopen(readable_url(f"{location.rstrip('/')}/manifest.json"), "rb") as stream:
-        return json.loads(stream.read())
-
-
-def shard_urls(location: str, manifest: dict[str, Any]) -> list[str]:
-    return [readable_url(f"{location.rstrip('/')}/{shard['name']}") for shard in manifest["shards"]]
-
-
 def is_validation(document: str, fraction: float) -> bool:
     """A stable split by document: the same documents are held out in every run."""
     return key_hash(document) < fraction * 2**64
@@ -96,7 +118,7 @@ def strip_patches(stored: StoredStrip, patch_size: int, count: int) -> np.ndarra
     pixels = stored.pixels[:, : count * patch_size]
     height = pixels.shape[0]
     patches = pixels.reshape(height, count, patch_size, 3).transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(patches.reshape(count, -1))
+    return np.ascontiguousarray(patches.reshape(count, height * patch_size * 3))  # (count may be 0)
 
 
 def make_sequence(stored: StoredStrip, kind: str, spec: SequenceSpec) -> tuple[np.ndarray, np.ndarray | None]:
@@ -119,6 +141,7 @@ def collate(
     sequences: list[tuple[str, np.ndarray, np.ndarray | None]],
     spec: SequenceSpec,
     keys: tuple[str, ...] = (),
+    stream: StreamMark | None = None,
 ) -> Batch:
     lengths = [len(ids) + (0 if patches is None else len(patches)) for _, ids, patches in sequences]
     size, longest = len(sequences), max(max(lengths), 1)
@@ -142,29 +165,19 @@ def collate(
         torch.from_numpy(real),
         kinds,
         tuple(keys),
+        stream,
     )
-
-
-class ErrorBudget:
-    """Counts corrupt samples and shards; past ``limit`` the run stops (it is drowning)."""
-
-    def __init__(self, limit: int):
-        self.limit, self.count = limit, 0
-
-    def __call__(self, error: Exception) -> bool:
-        self.count += 1
-        log.warning("skipping corrupt data (%d so far): %r", self.count, error)
-        if self.count > self.limit:
-            raise RuntimeError(
-                f"{self.count} corrupt samples or shards, more than data.max_errors={self.limit}; "
-                f"last: {error!r}"
-            ) from error
-        return True
 
 
 @dataclass
 class StripSequences(IterableDataset):
-    """An endless (training) or one-pass (validation) stream of batches from shards."""
+    """An endless (training) or one-pass (validation) stream of batches from shards.
+
+    A training stream starts at ``start`` as it stands when iteration begins (the data module
+    moves it as steps are taken, so a new iteration, or a resumed run, continues after the
+    last batch trained on). The DataLoader takes batches from its workers in turn, starting
+    with worker 0, so worker w continues reader (w + consumed) mod workers, whose batch is next.
+    """
 
     urls: list[str]
     spec: SequenceSpec
@@ -177,112 +190,106 @@ class StripSequences(IterableDataset):
     max_errors: int = 100
     rank: int = 0
     world_size: int = 1
-    skip_batches: int = 0  # batches the DataLoader (all its workers) already delivered
-    errors: ErrorBudget = field(init=False)
+    vocab_size: int | None = None
+    start: ResumePoint | None = None
+    storage_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
         if not self.urls:
             raise ValueError("no shards to read")
-        self.weights = self.regimen.weights()
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        # The DataLoader takes batches from its workers in turn, starting with worker 0. Batch
-        # i of the whole stream belongs to role i % workers; after `skip_batches`, worker 0 must
-        # play the role of the next batch, so roles rotate, and each role skips the batches it
-        # made before. (Resuming therefore needs the same number of workers.)
-        role = (worker + self.skip_batches) % workers
-        slot, slots = self.rank * workers + role, self.world_size * workers
-        skip = max(0, -(-(self.skip_batches - role) // workers))
-        self.errors = ErrorBudget(self.max_errors)
-        epoch = 0
-        while True:
-            produced = yield from self._epoch(epoch, slot, slots, skip)
-            if not self.training:
-                return
-            if not produced:
-                raise RuntimeError(
-                    f"no training batch for rank {self.rank}, worker {role} in a whole pass over "
-                    f"{len(self.urls)} shards: too few samples for batch_size={self.batch_size}"
-                )
-            skip = 0
-            epoch += 1
-
-    def _epoch(self, epoch: int, slot: int, slots: int, skip: int):
-        """Yield one pass's batches; return how many batches the pass made (skipped included)."""
-        order = list(self.urls)
-        if self.training:
-            random.Random(f"{self.seed}/{epoch}").shuffle(order)
-        by_shard = len(order) >= slots
-        mine = order[slot::slots] if by_shard else order
-        samples = tariterators.tarfile_samples(({"url": url} for url in mine), handler=self.errors)
-        if not by_shard:
-            samples = (s for i, s in enumerate(samples) if i % slots == slot)
-        samples = (s for s in samples if self._in_split(s))
-        rng = random.Random(f"{self.seed}/{epoch}/{slot}")
-        if self.training:
-            samples = _shuffled(samples, self.shuffle_buffer, rng)
+        start = self.start if self.training and self.start else ResumePoint(0, [None] * workers)
+        if len(start.streams) != workers:
+            raise ValueError(
+                f"the stream was read by {len(start.streams)} dataloader workers per rank; resume with "
+                f"data.num_workers={len(start.streams) if len(start.streams) > 1 else '0 or 1'}"
+            )
+        role = (worker + start.consumed) % workers
+        saved = start.streams[role]
+        self.errors = ErrorBudget(self.max_errors)  # (this iteration's, in this process)
+        stream = SampleStream(
+            self.urls,
+            reader=self.rank * workers + role,
+            readers=self.world_size * workers,
+            keep=lambda meta: is_validation(meta["document"], self.val_fraction) != self.training,
+            budget=self.errors,
+            seed=self.seed,
+            buffer_size=self.shuffle_buffer,
+            training=self.training,
+            state=StreamState.from_dict(saved) if saved else None,
+            storage_options=self.storage_options,
+        )
         batch: list = []
-        keys: list[str] = []
-        made = 0
-        for sample in samples:
-            kind = rng.choices(KINDS, self.weights)[0]
-            if skip:
-                batch.append(None)
-            else:
-                sequence = self._sequence(sample, kind)
-                if sequence is None:
-                    continue
-                batch.append(sequence)
-                keys.append(f"{sample['__key__']}/{sequence[0]}")
+        for sample in stream:
+            sequence = self._sequence(sample, self.regimen.choose(stream.rng))
+            if sequence is None:
+                continue
+            batch.append(sequence)
             if len(batch) == self.batch_size:
-                if skip:
-                    skip -= 1
-                else:
-                    yield collate(batch, self.spec, tuple(keys))
-                batch, keys = [], []
-                made += 1
-        if batch and not skip and not self.training:
-            yield collate(batch, self.spec, tuple(keys))
-            made += 1
-        return made
+                yield self._collate(batch, StreamMark(role, stream.snapshot().to_dict()))
+                batch = []
+        if batch:  # (only a one-pass stream ends)
+            yield self._collate(batch, None)
 
-    def _in_split(self, sample: dict) -> bool:
-        try:
-            document = json.loads(sample[META])["document"]
-        except Exception as error:  # unreadable metadata: a corrupt sample
-            self.errors(error)
-            return False
-        return is_validation(document, self.val_fraction) != self.training
+    def _collate(self, batch: list, mark: StreamMark | None) -> Batch:
+        keys = tuple(f"{key}/{sequence[0]}" for key, sequence in batch)
+        return collate([sequence for _, sequence in batch], self.spec, keys, mark if self.training else None)
 
     def _sequence(self, sample: dict, kind: str):
+        """``(key, (kind, ids, patches))``, or None for a sample that breaks the schema (counted)."""
         try:
-            stored = decode_sample(sample)
-            if kind != "text" and stored.num_text_patches == 0:
-                kind = "text"
-            return (kind, *make_sequence(stored, kind, self.spec))
-        except Exception as error:
-            self.errors(error)
+            stored = decode_sample(sample, self.spec.patch_size, self.vocab_size)
+        except InvalidSample as error:
+            self.errors(f"sample {sample['__key__']} of {sample['__url__']}", error)
             return None
+        if kind != "text" and stored.num_text_patches == 0:
+            kind = "text"
+        return sample["__key__"], (kind, *make_sequence(stored, kind, self.spec))
 
 
-def _shuffled(samples, size: int, rng: random.Random) -> Iterator:
-    buffer: list = []
-    for sample in samples:
-        if len(buffer) < size:
-            buffer.append(sample)
-            continue
-        index = rng.randrange(size)
-        yield buffer[index]
-        buffer[index] = sample
-    rng.shuffle(buffer)
-    yield from buffer
+class StreamTracker(L.Callback):
+    """Moves the data module's resume point to each batch once an optimizer step has used it,
+    and logs ``train/skipped_samples``. It runs before ``ModelCheckpoint`` (Lightning orders
+    checkpoint callbacks last), so a checkpoint holds the stream position of exactly the steps
+    its weights have taken, gradient accumulation included."""
+
+    def __init__(self) -> None:
+        self._pending: list[StreamMark] = []
+        self._step = 0
+
+    @property
+    def mid_step(self) -> bool:
+        """Whether batches have been trained on that no optimizer step has used yet."""
+        return bool(self._pending)
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._pending, self._step = [], trainer.global_step
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, index: int) -> None:
+        if batch.stream is not None:
+            self._pending.append(batch.stream)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, index: int
+    ) -> None:
+        data = trainer.datamodule
+        if trainer.global_step == self._step or not isinstance(data, ShardDataModule):
+            return  # mid-accumulation
+        self._step = trainer.global_step
+        data.advance(self._pending)
+        self._pending = []
+        module.log(
+            "train/skipped_samples", float(data.skipped), on_step=True, reduce_fx="sum", sync_dist=True
+        )
 
 
 class ShardDataModule(L.LightningDataModule):
-    """Train and validation streams over the render job's shards."""
+    """Train and validation streams over the render job's shards, and the readers' states
+    that make a resumed run continue exactly (``state_dict``, in every checkpoint)."""
 
     def __init__(
         self,
@@ -295,28 +302,82 @@ class ShardDataModule(L.LightningDataModule):
         max_errors: int = 100,
         max_positions: int = 1024,
         seed: int = 0,
+        storage_options: dict[str, Any] | None = None,
     ):
         super().__init__()
+        problems = [
+            f"data.{name} must be {rule}, got {value}"
+            for name, value, ok, rule in (
+                ("batch_size", batch_size, batch_size >= 1, "at least 1"),
+                ("num_workers", num_workers, num_workers >= 0, "0 or more"),
+                ("shuffle_buffer", shuffle_buffer, shuffle_buffer >= 1, "at least 1"),
+                (
+                    "val_fraction",
+                    val_fraction,
+                    0 <= val_fraction < 1,
+                    "in [0, 1) (1 leaves nothing to train on)",
+                ),
+                ("max_errors", max_errors, max_errors >= 0, "0 or more"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         self.location = str(shards)
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
         self.regimen = Regimen(**(regimen or {}))
         self.val_fraction, self.max_errors = val_fraction, max_errors
         self.max_positions, self.seed = max_positions, seed
-        self.manifest = read_manifest(self.location)
+        self.storage_options = storage_options or {}
+        self.manifest = read_manifest(self.location, self.storage_options)
         self.urls = shard_urls(self.location, self.manifest)
         tokenizer = self.manifest["tokenizer"]
         bos = tokenizer["bos_id"] if tokenizer["bos_id"] is not None else 1
         pad = tokenizer["pad_id"] if tokenizer["pad_id"] is not None else 0
-        patch = self.manifest["render"]["config"]["patch_size"]
+        patch = RenderConfig.from_dict(self.manifest["render"]["config"]).patch_size
         self.spec = SequenceSpec(max_positions, patch, bos, pad)
-        self._consumed = 0  # batches delivered before this run (restored from a checkpoint)
+        self.resume_point = ResumePoint(0, [None] * self.readers_per_rank)  # moved by StreamTracker
+        self._resumed: dict[str, Any] | None = None  # the state a checkpoint restored
 
     @property
     def vocab_size(self) -> int:
         return int(self.manifest["tokenizer"]["vocab_size"])
 
-    def _dataset(self, training: bool) -> StripSequences:
+    @property
+    def readers_per_rank(self) -> int:
+        return max(self.num_workers, 1)
+
+    @property
+    def skipped(self) -> int:
+        """Corrupt samples and unreadable shards this rank's training readers have skipped."""
+        return sum(state["skipped"] for state in self.resume_point.streams if state)
+
+    def identity(self) -> dict[str, str]:
+        """What the shards hold, wherever they are (a resumed run must read the same data, not
+        necessarily from the same place): render and tokenizer fingerprints, and a digest of the
+        shard list (names, sizes, hashes)."""
+        manifest = self.manifest
+        listing = json.dumps(manifest["shards"], sort_keys=True).encode()
+        return {
+            "render_fingerprint": manifest["render"]["fingerprint"],
+            "tokenizer_fingerprint": manifest["tokenizer"]["fingerprint"],
+            "content": hashlib.sha256(listing).hexdigest()[:16],
+        }
+
+    def advance(self, marks: list[StreamMark]) -> None:
+        """An optimizer step has used these batches: their readers' states are the resume point."""
+        for mark in marks:
+            self.resume_point.advance(mark)
+
+    def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+
+    def _dataset(self, training: bool) -> StripSequences:
+        rank, world = self._rank()
+        if training and self._resumed:
+            self._restore(self._resumed, rank, world)
+            self._resumed = None
         return StripSequences(
             self.urls,
             self.spec,
@@ -327,10 +388,22 @@ class ShardDataModule(L.LightningDataModule):
             training,
             self.val_fraction,
             self.max_errors,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-            skip_batches=self._consumed if training else 0,
+            rank=rank,
+            world_size=world,
+            vocab_size=self.vocab_size,
+            start=self.resume_point if training else None,
+            storage_options=self.storage_options,
         )
+
+    def _restore(self, state: dict[str, Any], rank: int, world: int) -> None:
+        ranks, readers = state["ranks"], state["readers_per_rank"]
+        if len(ranks) != world or readers != self.readers_per_rank:
+            raise ValueError(
+                f"the checkpoint's data stream was read by {len(ranks)} rank(s) with {readers} reader(s) "
+                f"each; this run has {world} with {self.readers_per_rank}. Resume with the same "
+                "trainer.devices, trainer.num_nodes and data.num_workers (0 and 1 both mean one reader)"
+            )
+        self.resume_point = ResumePoint(ranks[rank]["consumed"], list(ranks[rank]["streams"]))
 
     def _loader(self, dataset: StripSequences) -> DataLoader:
         return DataLoader(
@@ -348,9 +421,34 @@ class ShardDataModule(L.LightningDataModule):
         return self._loader(self._dataset(training=False))
 
     def state_dict(self) -> dict[str, Any]:
-        trainer = self.trainer
-        consumed = trainer.global_step * trainer.accumulate_grad_batches if trainer else self._consumed
-        return {"batches_consumed": int(consumed)}
+        """Every rank's readers' states (gathered: the checkpoint is written by rank zero alone)."""
+        local = {"consumed": self.resume_point.consumed, "streams": list(self.resume_point.streams)}
+        ranks = [local]
+        world = self._rank()[1]
+        if world > 1:
+            ranks = [None] * world
+            torch.distributed.all_gather_object(ranks, local)
+        return {
+            "version": STATE_VERSION,
+            "shards": self.identity(),
+            "readers_per_rank": self.readers_per_rank,
+            "ranks": ranks,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._consumed = int(state.get("batches_consumed", 0))
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                "the checkpoint's data state comes from an older pixeltext that did not record where each "
+                "reader stood; it cannot be resumed exactly (start a new run from its weights instead)"
+            )
+        changed = [key for key, value in self.identity().items() if state["shards"].get(key) != value]
+        if changed:
+            raise ValueError(
+                f"the checkpoint was trained on other shards than {self.location}: "
+                f"{', '.join(changed)} differ"
+            )
+        for rank in state["ranks"]:  # checked here, before any worker starts
+            for stream in rank["streams"]:
+                if stream is not None:
+                    StreamState.from_dict(stream)
+        self._resumed = state

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from pixeltext_train.checkpoints import load_pretraining
 from pixeltext_train.model import ModelConfig
 
 TEXT_PARTS = ("embed_tokens.", "layers.", "norm.")
@@ -62,7 +63,7 @@ def llama_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a Lightning checkpoint's model."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = load_pretraining(checkpoint, needs=("model",))  # (the tokenizer is optional here)
     hyper = saved["hyper_parameters"]
     config = ModelConfig(**hyper["model"])
     model_state = {

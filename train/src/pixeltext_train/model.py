@@ -36,8 +36,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError(
-                f"hidden_size ({self.hidden_size}) must divide by num_heads ({self.num_heads}), "
-                f"and num_heads by num_kv_heads ({self.num_kv_heads})"
+                f"model.hidden_size ({self.hidden_size}) must divide by model.num_heads ({self.num_heads}), "
+                f"and num_heads by model.num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.max_positions < 2:
+            raise ValueError(
+                f"model.max_positions must be at least 2 (a position and the next one it predicts), "
+                f"got {self.max_positions}"
             )
 
     @property

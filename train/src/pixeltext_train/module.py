@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
+from lightning.pytorch.utilities import rank_zero_warn
 
 from pixeltext_train.data import Batch
 from pixeltext_train.losses import (
@@ -21,23 +22,38 @@ from pixeltext_train.losses import (
 from pixeltext_train.model import ModelConfig, PixelTextModel
 
 
-def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_ratio``.
-
-    The warm-up is capped at a tenth of the run, so that short runs still train.
-    """
-    warmup_steps = max(1, min(warmup_steps, max_steps // 10))
+def warmup_cosine(step: int, warmup_steps: int, schedule_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier at ``step``: a linear warm-up over ``warmup_steps``, then a cosine
+    decay that reaches ``min_ratio`` at ``schedule_steps`` and stays there. A function of the
+    schedule alone, so a run stopped early (``trainer.max_steps``) or resumed takes the same
+    steps as a whole one."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    progress = min(1.0, (step - warmup_steps) / max(1, schedule_steps - warmup_steps))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def check_schedule(lr: float, warmup_steps: int, schedule_steps: int, min_ratio: float, prefix: str) -> None:
+    """Refuse a schedule that cannot work, naming the config keys (``prefix``: their group)."""
+    problems = [
+        f"{prefix}.{name} must be {rule}, got {value}"
+        for name, value, ok, rule in (
+            ("lr", lr, lr > 0, "positive"),
+            ("warmup_steps", warmup_steps, 0 <= warmup_steps <= schedule_steps, f"in [0, {schedule_steps}]"),
+            ("min_lr_ratio", min_ratio, 0 <= min_ratio <= 1, "in [0, 1]"),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 class PixelTextLM(L.LightningModule):
     """Next-patch and next-token prediction with one decoder.
 
     ``render`` and ``tokenizer`` (from the shards' manifest) are kept in the checkpoint so
-    evaluation rebuilds the identical renderer and tokenizer.
+    evaluation rebuilds the identical renderer and tokenizer; ``run`` is the composed config of
+    the run (``train.py``), which a resumed run must match.
     """
 
     def __init__(
@@ -52,8 +68,12 @@ class PixelTextLM(L.LightningModule):
         bos_id: int | None = 1,
         render: dict[str, Any] | None = None,
         tokenizer: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
     ):
         super().__init__()
+        if schedule_steps < 1:
+            raise ValueError(f"optimizer.schedule_steps must be at least 1, got {schedule_steps}")
+        check_schedule(lr, warmup_steps, schedule_steps, min_lr_ratio, "optimizer")
         self.save_hyperparameters()
         self.config = ModelConfig(**model)
         self.model = PixelTextModel(self.config)
@@ -121,6 +141,11 @@ class PixelTextLM(L.LightningModule):
         if values:
             values["val/loss"] = sum(values.values())
             self.log_dict(values, rank_zero_only=True)  # already reduced over the ranks
+        else:
+            rank_zero_warn(
+                "validation found no held-out strip: no document falls in the validation split "
+                "(raise data.val_fraction, or render more documents)"
+            )
 
     def on_train_batch_start(self, batch: Batch, batch_index: int) -> None:
         self._step_started = time.perf_counter()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,24 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from pixeltext_train.data import ShardDataModule
+from pixeltext_train.data import ShardDataModule, StreamTracker
 from pixeltext_train.module import PixelTextLM
+from pixeltext_train.resume import (
+    LAST,
+    TENSORBOARD,
+    Resume,
+    carry_tensorboard,
+    find_checkpoint,
+    metrics_history,
+    run_identity,
+)
 
 log = logging.getLogger(__name__)
-LAST = "last.ckpt"
 
 
 def default_precision() -> str:
@@ -28,22 +38,6 @@ def default_precision() -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
-
-
-def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``ckpt_path`` if given; with ``resume=true``, the newest ``last.ckpt`` of this run or of
-    an earlier run of the same name (sibling run folders)."""
-    if cfg.ckpt_path:
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path={path} does not exist")
-        return str(path)
-    if not cfg.resume:
-        return None
-    candidates = sorted(run_dir.parent.glob(f"*/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(f"resume=true, but no checkpoints/{LAST} under {run_dir.parent}")
-    return str(candidates[-1])
 
 
 def build(cfg: DictConfig) -> tuple[ShardDataModule, PixelTextLM]:
@@ -56,18 +50,71 @@ def build(cfg: DictConfig) -> tuple[ShardDataModule, PixelTextLM]:
         bos_id=data.spec.bos_id,
         render=data.manifest["render"],
         tokenizer=data.manifest["tokenizer"],
+        run=run_identity(cfg, data.identity()),
     )
     return data, module
 
 
-def trainer_for(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+class ContinuedCSVLogger(CSVLogger):
+    """Lightning's CSV logger (``<run dir>/metrics.csv``), whose file starts with the rows an
+    earlier run logged before the step this run resumes from, so it holds every step once.
+    Rows are written as they are logged: a run killed after a checkpoint has logged every step
+    before it."""
+
+    def __init__(self, save_dir: Path, history: list[dict[str, str]]):
+        super().__init__(save_dir, name="", version="", flush_logs_every_n_steps=1)
+        self._history = history
+
+    @property
+    def experiment(self):
+        writer = super().experiment  # (on ranks other than zero, a stand-in that writes nothing)
+        if self._history and isinstance(writer, _ExperimentWriter):
+            keys = sorted({key for row in self._history for key in row})
+            with open(writer.metrics_file_path, "w", newline="", encoding="utf-8") as handle:
+                table = csv.DictWriter(handle, fieldnames=keys)
+                table.writeheader()
+                table.writerows(self._history)
+            writer.metrics_keys = keys
+            self._history = []
+        return writer
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, which does not save again the step a run resumed from (it
+    forgets which step it last saved, and would save it once more after the first micro-batch
+    of an accumulated step: a checkpoint taken mid-step does not resume exactly)."""
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_start(trainer, module)
+        self._last_global_step_saved = trainer.global_step
+
+
+class StepTimer(Timer):
+    """``trainer.max_time``, checked right after optimizer steps only, so that a run stopped by
+    time ends on a whole step and its final checkpoint resumes exactly (Lightning's own timer
+    may stop between the micro-batches of an accumulated step)."""
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_start(trainer, module)
+        self._step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.global_step != self._step:
+            self._step = trainer.global_step
+            super().on_train_batch_end(trainer, *args, **kwargs)
+
+
+def trainer_for(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> L.Trainer:
     options: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     options["precision"] = options.get("precision") or default_precision()
-    loggers = [CSVLogger(run_dir, name="", version="")]
+    loggers: list = [ContinuedCSVLogger(run_dir, metrics_history(resume))]
     if cfg.tensorboard:
-        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+        carry_tensorboard(resume, run_dir)
+        purge = {"purge_step": resume.step} if resume else {}  # hides the earlier run's redone steps
+        loggers.append(TensorBoardLogger(run_dir, name=TENSORBOARD, version="", **purge))
     callbacks = [
-        ModelCheckpoint(
+        StreamTracker(),
+        StepCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="{step:06d}",
             every_n_train_steps=cfg.checkpoint_every,
@@ -76,6 +123,8 @@ def trainer_for(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         ),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if options.get("max_time"):
+        callbacks.append(StepTimer(options.pop("max_time")))
     callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
     if options.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))
@@ -87,16 +136,25 @@ def trainer_for(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """Fit as the config says, writing checkpoints and metrics.csv into ``run_dir``."""
     run_dir = Path(run_dir)
+    if cfg.trainer.max_steps < 1:  # (pre-training is bounded by steps, not epochs)
+        raise ValueError(f"trainer.max_steps must be at least 1, got {cfg.trainer.max_steps}")
     L.seed_everything(cfg.seed, workers=True)
     data, module = build(cfg)
-    trainer = trainer_for(cfg, run_dir)
-    ckpt = checkpoint_to_resume(cfg, run_dir)
-    if ckpt:
-        log.info("resuming from %s", ckpt)
+    resume = find_checkpoint(cfg, run_dir, module.hparams.run)
+    trainer = trainer_for(cfg, run_dir, resume)
+    if resume:
+        log.info("resuming from %s (step %d)", resume.checkpoint, resume.step)
     if trainer.is_global_zero:
         parameters = module.model.num_parameters()
         log.info("model: %.1f M parameters; shards: %s (%d)", parameters / 1e6, data.location, len(data.urls))
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
-    trainer.save_checkpoint(run_dir / "checkpoints" / LAST)
-    trainer.validate(module, datamodule=data, verbose=False)  # val/loss at the final step, always
+    ckpt = str(resume.checkpoint) if resume else None
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    tracker = next(c for c in trainer.callbacks if isinstance(c, StreamTracker))
+    if tracker.mid_step:  # stopped between the micro-batches of a step (by some callback)
+        log.warning(
+            "training stopped in the middle of an accumulated step; %s stays at the last whole one", LAST
+        )
+    else:
+        trainer.save_checkpoint(run_dir / "checkpoints" / LAST)
+    trainer.validate(module, datamodule=data, verbose=False, weights_only=True)  # val/loss at the end
     return trainer

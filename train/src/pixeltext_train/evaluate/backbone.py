@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pixeltext_render import RenderConfig, Renderer
 from pixeltext_render.text import normalize_text
+from pixeltext_train.checkpoints import load_pretraining
 from pixeltext_train.data import SequenceSpec, make_sequence
 from pixeltext_train.evaluate.tasks import Example
 from pixeltext_train.model import ModelConfig, PixelTextModel
@@ -29,7 +29,26 @@ class Backbone:
 
 
 class RenderMismatch(RuntimeError):
-    """This machine would render differently from the machine that pre-trained the model."""
+    """Strips from two sources would not be the same: another renderer or tokenizer."""
+
+
+def check_fingerprints(expected: dict[str, Any], renderer: Renderer, source: str, other: str) -> None:
+    """Refuse ``renderer`` (``other``) unless it draws and tokenises as ``source`` did, whose
+    ``render`` and ``tokenizer`` records (a checkpoint's or a manifest's) are ``expected``."""
+    differ = []
+    if renderer.fingerprint != expected["render"]["fingerprint"]:
+        differ.append(
+            f"render fingerprint {expected['render']['fingerprint']} vs {renderer.fingerprint} (different "
+            "fonts, render config or engine versions; make install fetches the project's fonts)"
+        )
+    tokenizer = expected["tokenizer"]
+    if renderer.tokenizer.fingerprint != tokenizer["fingerprint"]:
+        differ.append(
+            f"tokenizer fingerprint {tokenizer['fingerprint']} vs {renderer.tokenizer.fingerprint} "
+            f"(tokenizer {tokenizer['spec']!r} vs {renderer.tokenizer.spec!r})"
+        )
+    if differ:
+        raise RenderMismatch(f"{source} and {other} do not make the same inputs: " + "; ".join(differ))
 
 
 def load_backbone(checkpoint: str | Path | None, model: dict[str, Any] | None = None) -> Backbone:
@@ -44,16 +63,10 @@ def load_backbone(checkpoint: str | Path | None, model: dict[str, Any] | None = 
             f"checkpoint {checkpoint} does not exist: pre-train one first (make demo, or train/run.py), "
             "or pass checkpoint=none for a model trained from scratch"
         )
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = load_pretraining(checkpoint)
     hyper = saved["hyper_parameters"]
-    render = hyper["render"]
-    renderer = Renderer(RenderConfig.from_dict(render["config"]), hyper["tokenizer"]["spec"])
-    if renderer.fingerprint != render["fingerprint"]:
-        raise RenderMismatch(
-            f"{checkpoint} was pre-trained on strips with render fingerprint {render['fingerprint']}; this "
-            f"machine renders {renderer.fingerprint} with the same config (different font files or engine "
-            "versions). Install the same fonts (make install) so fine-tuning sees the same pixels."
-        )
+    renderer = Renderer(RenderConfig.from_dict(hyper["render"]["config"]), hyper["tokenizer"]["spec"])
+    check_fingerprints(hyper, renderer, f"checkpoint {checkpoint}", "this machine's renderer rebuilt from it")
     network = PixelTextModel(ModelConfig(**hyper["model"]))
     network.load_state_dict({k.removeprefix("model."): v for k, v in saved["state_dict"].items()})
     return Backbone(network, renderer, str(checkpoint), *_specials(renderer))

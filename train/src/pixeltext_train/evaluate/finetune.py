@@ -27,12 +27,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pixeltext_train.checkpoints import load_plain
 from pixeltext_train.data import Batch, SequenceSpec, collate
 from pixeltext_train.evaluate.backbone import Backbone, encode_example, sequence_spec
 from pixeltext_train.evaluate.metrics import score
 from pixeltext_train.evaluate.tasks import Example, Task
 from pixeltext_train.model import PixelTextModel
-from pixeltext_train.module import warmup_cosine
+from pixeltext_train.module import check_schedule, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ class FinetuneOptions:
     max_train_examples: int | None = None  # the first N of a seeded shuffle of train
     seed: int = 0
     init_seed: int | None = None  # the head's initialisation, if not from ``seed``
+
+    def __post_init__(self) -> None:
+        check_schedule(self.lr, self.warmup_steps, self.max_steps, self.min_lr_ratio, "finetune")
+        least = {"max_positions": 2, "batch_size": 1, "max_steps": 1, "eval_every": 1, "patience": 1}
+        for name, minimum in least.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(f"finetune.{name} must be at least {minimum}, got {getattr(self, name)}")
 
 
 class SequenceClassifier(nn.Module):
@@ -240,8 +248,7 @@ def finetune(
         loader(splits[first_split], options, spec, False),
     )
     if best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
+        module.load_state_dict(load_plain(best.best_model_path, "a fine-tuning checkpoint")["state_dict"])
     module.eval()
     scores = {}
     for name in task.evaluations:
@@ -261,7 +268,8 @@ def finetune(
         "main_metric": task.metrics[0],
         "examples_seen": trainer.global_step * options.batch_size,
         "train_examples": len(splits["train"]),
-        "skipped_rows": task.skipped,  # rows of the task's files without a usable label
+        "skipped_rows": task.skipped,  # rows of the task's files without a usable text or label
+        "skipped_reasons": task.skip_reasons,
         "steps": trainer.global_step,
         "seed": options.seed,
         "seconds": round(time.perf_counter() - started, 1),

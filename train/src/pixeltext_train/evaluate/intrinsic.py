@@ -3,47 +3,65 @@ byte of the text it covers) and next-patch loss, each sequence as in pre-trainin
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from tqdm import tqdm
-from webdataset import tariterators
 
-from pixeltext_render.schema import META, decode_sample
-from pixeltext_train.data import (
-    collate,
-    is_validation,
-    make_sequence,
-    read_manifest,
-    shard_urls,
-)
-from pixeltext_train.evaluate.backbone import Backbone, sequence_spec
+from pixeltext_render.schema import InvalidSample, StoredStrip, decode_sample
+from pixeltext_train.data import collate, is_validation, make_sequence
+from pixeltext_train.evaluate.backbone import Backbone, check_fingerprints, sequence_spec
 from pixeltext_train.losses import next_patch_loss, next_token_loss, patch_targets, token_targets
+from pixeltext_train.storage import read_manifest, shard_urls
+from pixeltext_train.stream import ErrorBudget, SampleStream
 
 
-def held_out_strips(shards: str, val_fraction: float, limit: int):
-    urls = shard_urls(shards, read_manifest(shards))
-    count = 0
-    for sample in tariterators.tarfile_samples({"url": url} for url in urls):
-        if is_validation(json.loads(sample[META])["document"], val_fraction):
-            yield decode_sample(sample)
-            count += 1
-            if count >= limit:
-                return
+def held_out_strips(
+    backbone: Backbone, shards: str, val_fraction: float, limit: int, budget: ErrorBudget
+) -> Iterator[StoredStrip]:
+    """Up to ``limit`` strips of the held-out documents, in file order, checked against the
+    schema (a corrupt sample or shard is counted in ``budget`` and skipped). The shards must
+    have been made by the backbone's renderer and tokenizer."""
+    manifest = read_manifest(shards)
+    check_fingerprints(
+        manifest, backbone.renderer, f"the shards at {shards}", f"checkpoint {backbone.source}"
+    )
+    samples = SampleStream(
+        shard_urls(shards, manifest),
+        reader=0,
+        readers=1,
+        keep=lambda meta: is_validation(meta["document"], val_fraction),
+        budget=budget,
+        training=False,
+    )
+    count, patch_size = 0, backbone.renderer.config.patch_size
+    for sample in samples:
+        try:
+            yield decode_sample(sample, patch_size, backbone.model.config.vocab_size)
+        except InvalidSample as error:
+            budget(f"sample {sample['__key__']} of {sample['__url__']}", error)
+            continue
+        count += 1
+        if count >= limit:
+            return
 
 
 def intrinsic(
-    backbone: Backbone, shards: str, val_fraction: float = 0.05, max_strips: int = 200
+    backbone: Backbone, shards: str, val_fraction: float = 0.05, max_strips: int = 200, max_errors: int = 100
 ) -> dict[str, Any]:
-    """Mean next-token loss (nats), bits per UTF-8 byte, and mean next-patch loss."""
+    """Mean next-token loss (nats), bits per UTF-8 byte, and mean next-patch loss; corrupt
+    samples are counted (``skipped_samples``), up to ``max_errors``."""
     model, tokenizer = backbone.model.eval(), backbone.renderer.tokenizer
     spec = sequence_spec(backbone, model.config.max_positions)
     token_nats = patch_sum = 0.0
     tokens = patches = text_bytes = strips = 0
+    budget = ErrorBudget(max_errors)
     for stored in tqdm(
-        held_out_strips(shards, val_fraction, max_strips), desc="held-out strips", unit=" strips"
+        held_out_strips(backbone, shards, val_fraction, max_strips, budget),
+        desc="held-out strips",
+        unit=" strips",
     ):
         strips += 1
         for kind in ("text", "pixel"):
@@ -68,4 +86,5 @@ def intrinsic(
         "patch_loss": patch_sum / patches if patches else math.nan,
         "tokens": tokens,
         "patches": patches,
+        "skipped_samples": budget.count,
     }

@@ -11,13 +11,18 @@ import bz2
 import csv
 import hashlib
 import json
+import logging
+import math
 import sys
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pixeltext_render.assets import asset_path
 
 csv.field_size_limit(sys.maxsize)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,8 @@ class Task:
     metrics: list[str]  # the first is the one early stopping watches
     train: list[Example]
     evaluations: dict[str, list[Example]]  # scored splits; the first guides early stopping
-    skipped: int = 0  # rows without a usable label
+    skipped: int = 0  # rows without a usable text or label
+    skip_reasons: dict[str, int] = field(default_factory=dict)  # why, and how many rows each
     averages: dict[str, list[str]] = field(default_factory=dict)  # e.g. XNLI: mean over languages
 
     @property
@@ -159,7 +165,8 @@ def glue(name: str, folder: str | Path) -> Task:
     for split in spec.dev:
         evaluations[split.replace("dev", "validation")], more = _glue_split(folder / f"{split}.tsv", spec)
         skipped += more
-    return Task(name, not spec.labels, spec.labels, spec.metrics, train, evaluations, skipped)
+    reasons = {"malformed or unlabelled row": skipped} if skipped else {}
+    return Task(name, not spec.labels, spec.labels, spec.metrics, train, evaluations, skipped, reasons)
 
 
 # -- XNLI ----------------------------------------------------------------------------------
@@ -245,73 +252,170 @@ def xnli(folder: str | Path, setting: str = "english", languages: list[str] | No
 
 # -- any labelled file ---------------------------------------------------------------------
 
+_EXTRA = "\x00extra"  # where csv.DictReader puts the cells of a row longer than its header
+_SHOWN_SKIPS = 5  # rows named in the log per file; the rest are only counted
 
-def _read_records(path: Path) -> list[dict]:
+
+def _records(path: Path) -> Iterator[tuple[int, dict | str]]:
+    """``(row number, record)`` for each row of a table file, or ``(row number, why it cannot be
+    read)``: CSV, TSV (tab separated, no quoting: quotes are text, as in GLUE), JSON Lines, Parquet."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    if suffix in (".jsonl", ".json"):
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if suffix in (".csv", ".tsv"):
+        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
+    elif suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    yield number, f"invalid JSON ({error.msg})"
+                    continue
+                yield (
+                    number,
+                    record if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object",
+                )
+    elif suffix in (".csv", ".tsv"):
+        tabs = suffix == ".tsv"
         with open(path, encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-    raise TaskError(f"{path}: use a .csv, .tsv, .jsonl or .parquet file")
+            reader = csv.DictReader(
+                handle,
+                delimiter="\t" if tabs else ",",
+                quoting=csv.QUOTE_NONE if tabs else csv.QUOTE_MINIMAL,
+                restkey=_EXTRA,
+            )
+            width = len(reader.fieldnames or [])
+            for record in reader:
+                cells = width + len(record.get(_EXTRA, ())) - sum(v is None for v in record.values())
+                if cells != width:
+                    yield reader.line_num, f"{cells} cells, the header has {width}"
+                else:
+                    yield reader.line_num, record
+    else:
+        raise TaskError(f"{path}: use a .csv, .tsv, .jsonl or .parquet file")
 
 
-def _is_number(value) -> bool:
+def _label(value: object) -> int | float | str | None:
+    """A label made comparable: None when missing (null, empty, NaN), a number when it reads as
+    one (so 1, "1" and 1.0 are one class), else the stripped text."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else str(value).lower()
+    text = str(value).strip()
     try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+        number = float(text)
+    except ValueError:
+        return text or None
+    if math.isnan(number):
+        return None
+    return int(number) if number.is_integer() else number
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or not str(value).strip() else str(value)
+
+
+@dataclass
+class _Row:
+    file: str
+    row: int
+    text: str
+    pair: str | None
+    label: int | float | str
+
+
+def _read_rows(
+    path: Path, split: str, text: str, text_pair: str | None, label: str, reasons: Counter[str]
+) -> list[_Row]:
+    """The usable rows of one file; the others are counted in ``reasons`` (the first few logged)."""
+    if not path.is_file():
+        raise TaskError(f"custom task: {split}={path} is not a file")
+    rows, columns, shown = [], set(), 0
+    for number, record in _records(path):
+        problem = record if isinstance(record, str) else None
+        if problem is None:
+            columns |= set(record)
+            first, second, value = (
+                _text(record.get(text)),
+                _text(record.get(text_pair)),
+                _label(record.get(label)),
+            )
+            problem = "no label" if value is None else "no text" if first is None else None
+            if problem is None and text_pair and second is None:
+                problem = "no second text"
+        if problem:
+            reasons[problem] += 1
+            if shown < _SHOWN_SKIPS:
+                log.warning("custom task: skipping %s row %d: %s", path, number, problem)
+                shown += 1
+            continue
+        rows.append(_Row(str(path), number, first, second if text_pair else None, value))
+    missing = [c for c in (text, label, text_pair) if c and columns and c not in columns]
+    if missing:
+        raise TaskError(f"custom task: {path} has no column {missing}; it has {sorted(columns)}")
+    if not rows:
+        raise TaskError(
+            f"custom task: {path} has no usable row (skipped: {dict(reasons) or 'none, it is empty'})"
+        )
+    return rows
 
 
 def custom(
     train: str, validation: str, text: str, label: str, text_pair: str | None = None, test: str | None = None
 ) -> Task:
     """Classification or regression from any CSV, TSV, JSON Lines or Parquet files. Labels
-    that are all numbers and not all whole become a regression; anything else, classes."""
+    that are all numbers and not all whole make a regression; anything else, classes (those of
+    ``train``). Rows without a usable text or label are skipped and counted, by reason, and the
+    first few named in the log; what cannot make a task (a file without the columns, a class
+    only the scored splits have, a single class) is an error naming the file and row."""
     paths = {"train": train, "validation": validation, **({"test": test} if test else {})}
-    records = {}
-    for split, path in paths.items():
-        if not Path(path).is_file():
-            raise TaskError(f"custom task: {split}={path} is not a file")
-        records[split] = _read_records(Path(path))
-        missing = [c for c in (text, label, text_pair) if c and records[split] and c not in records[split][0]]
-        if missing:
+    rows: dict[str, list[_Row]] = {}
+    reasons: Counter[str] = Counter()
+    for split, name in paths.items():
+        rows[split] = _read_rows(Path(name), split, text, text_pair, label, reasons)
+    labels = [r.label for split in rows.values() for r in split]
+    regression = all(not isinstance(v, str) for v in labels) and not all(isinstance(v, int) for v in labels)
+    names = [] if regression else sorted({str(r.label) for r in rows["train"]}, key=_sort_key)
+    if not regression and len(names) < 2:
+        raise TaskError(f"custom task: {train} has a single class ({names[0]!r}); a classifier needs two")
+    for split in rows.values():
+        unseen = next((r for r in split if not regression and str(r.label) not in names), None)
+        if unseen:
             raise TaskError(
-                f"custom task: {path} has no column {missing}; it has {sorted(records[split][0])}"
+                f"custom task: {unseen.file} row {unseen.row}: label {unseen.label!r} does not occur in "
+                f"{train} (its classes: {', '.join(names)}); the model could never predict it"
             )
-    values = [r[label] for rows in records.values() for r in rows if r[label] not in (None, "")]
-    regression = all(_is_number(v) for v in values) and not all(float(v).is_integer() for v in values)
-    names = (
-        []
-        if regression
-        else sorted({str(v) for v in values}, key=lambda v: (not _is_number(v), _sort_key(v)))
-    )
 
-    def examples(rows: list[dict]) -> list[Example]:
+    def examples(split: list[_Row]) -> list[Example]:
         return [
-            Example(
-                str(r[text]),
-                str(r[text_pair]) if text_pair else None,
-                float(r[label]) if regression else names.index(str(r[label])),
-            )
-            for r in rows
-            if r[label] not in (None, "")
+            Example(r.text, r.pair, float(r.label) if regression else names.index(str(r.label)))
+            for r in split
         ]
 
     metrics = (
         ["pearson", "spearman"] if regression else (["accuracy", "f1"] if len(names) == 2 else ["accuracy"])
     )
-    evaluations = {split: examples(records[split]) for split in ("validation", "test") if split in records}
-    return Task("custom", regression, names, metrics, examples(records["train"]), evaluations)
+    evaluations = {split: examples(rows[split]) for split in ("validation", "test") if split in rows}
+    return Task(
+        "custom",
+        regression,
+        names,
+        metrics,
+        examples(rows["train"]),
+        evaluations,
+        sum(reasons.values()),
+        skip_reasons=dict(reasons),
+    )
 
 
 def _sort_key(value: str):
-    return float(value) if _is_number(value) else value
+    """Numbers in numeric order, then text."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
 
 
 def load_task(name: str, options) -> Task:

@@ -16,10 +16,14 @@ factor fitted on the training runs (the optimiser is Adam, not SGD, so raw TracI
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 from pixeltext_train.influence.record import Recording
+
+TRACIN = "tracin.pt"  # a run's snapshots, in its folder
 
 
 def _counts(recording: Recording, index: dict[str, int]) -> np.ndarray:
@@ -55,6 +59,19 @@ class Simfluence:
             a[p], b[p] = solution[:n], solution[n:]
         return cls(keys, probe, a, b)
 
+    def to_plain(self) -> dict[str, Any]:
+        """Tensors and strings only (``simfluence.pt`` loads without unpickling code)."""
+        return {
+            "train_keys": self.train_keys,
+            "probe": self.probe,
+            "a": torch.from_numpy(self.a),
+            "b": torch.from_numpy(self.b),
+        }
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Simfluence:
+        return cls(list(data["train_keys"]), list(data["probe"]), data["a"].numpy(), data["b"].numpy())
+
     def covers(self, recording: Recording) -> bool:
         known = set(self.train_keys)
         return all(k in known for batch in recording.batches for k in batch)
@@ -77,6 +94,24 @@ class Snapshot:
     train: dict[str, tuple[np.ndarray, np.ndarray]]  # key -> (g, h)
     probe_g: np.ndarray  # [P, C]
     probe_h: np.ndarray  # [P, H]
+
+    def to_plain(self) -> dict[str, Any]:
+        """Tensors, strings and numbers only (``tracin.pt`` loads without unpickling code)."""
+        keys = list(self.train)
+        return {
+            "step": self.step,
+            "train_keys": keys,
+            "train_g": torch.from_numpy(np.stack([self.train[k][0] for k in keys])),
+            "train_h": torch.from_numpy(np.stack([self.train[k][1] for k in keys])),
+            "probe_g": torch.from_numpy(self.probe_g),
+            "probe_h": torch.from_numpy(self.probe_h),
+        }
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Snapshot:
+        g, h = data["train_g"].numpy(), data["train_h"].numpy()
+        train = {key: (g[i], h[i]) for i, key in enumerate(data["train_keys"])}
+        return cls(int(data["step"]), train, data["probe_g"].numpy(), data["probe_h"].numpy())
 
 
 def tracin_changes(recording: Recording, snapshots: list[Snapshot]) -> np.ndarray:

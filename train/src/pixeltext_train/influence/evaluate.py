@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from pixeltext_train.checkpoints import load_plain
 from pixeltext_train.evaluate.metrics import spearman
-from pixeltext_train.influence.baselines import Simfluence, tracin_changes, tracin_simulate
+from pixeltext_train.influence.baselines import TRACIN, Simfluence, Snapshot, tracin_changes, tracin_simulate
 from pixeltext_train.influence.record import RECORD, Recording, read_recording
 from pixeltext_train.influence.simulator import GPTfluence
 
@@ -30,8 +30,9 @@ class Run:
     recording: Recording
     directory: Path
 
-    def snapshots(self) -> list:
-        return torch.load(self.directory / "tracin.pt", weights_only=False)
+    def snapshots(self) -> list[Snapshot]:
+        saved = load_plain(self.directory / TRACIN, "TracIn factors (eval/influence.py stage=record)")
+        return [Snapshot.from_plain(snapshot) for snapshot in saved["snapshots"]]
 
 
 def load_runs(out: Path) -> list[Run]:

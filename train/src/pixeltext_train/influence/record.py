@@ -9,6 +9,9 @@ disk (a torn last line is ignored when reading):
 - ``{"step": t, "keys": [...], "lr": ...}`` after each optimizer step t (the samples it used);
 - ``{"step": t, "losses": [...]}`` the probe's losses after step t, every k steps and at step 0.
 
+A run resumed from a checkpoint into a new folder starts its file with the record of the run
+that wrote the checkpoint (its redone steps are then replaced), so the file holds every step.
+
 The module being trained provides ``example_losses(item) -> Tensor[B]`` and
 ``example_keys(item)`` for what its dataloaders yield (both pixeltext modules do).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,6 +63,9 @@ class InfluenceRecorder(L.Callback):
             return
         keys = [key for item in self._probe for key in module.example_keys(item)]
         self.path = Path(trainer.default_root_dir) / self.filename
+        earlier = Path(trainer.ckpt_path).parent.parent / self.filename if trainer.ckpt_path else None
+        if earlier and earlier.is_file() and not self.path.exists():  # resumed into a new folder
+            shutil.copyfile(earlier, self.path)
         _drop_torn_line(self.path)  # a resumed run appends after the last complete record
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
         self._step, self._pending = trainer.global_step, []

@@ -34,7 +34,7 @@ from pixeltext_train.evaluate.finetune import (
     loader,
 )
 from pixeltext_train.evaluate.tasks import Example, Task
-from pixeltext_train.influence.baselines import Snapshot
+from pixeltext_train.influence.baselines import TRACIN, Snapshot
 from pixeltext_train.influence.record import RECORD, InfluenceRecorder
 
 GROUPS = ("train", "validation", "held_out", "unseen")
@@ -194,7 +194,7 @@ def record_runs(
         )
         seconds = time.perf_counter() - started
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a whole model per run: not needed
-        torch.save(snapshots.snapshots, run_dir / "tracin.pt")
+        torch.save({"snapshots": [s.to_plain() for s in snapshots.snapshots]}, run_dir / TRACIN)
         info = {
             **asdict(run),
             "seconds": seconds,

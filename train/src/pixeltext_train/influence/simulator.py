@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pixeltext_train.checkpoints import load_plain
 from pixeltext_train.influence.record import Recording
 
 
@@ -219,19 +220,24 @@ class GPTfluence:
         return torch.stack(values).numpy().astype(np.float64)
 
     def save(self, path: str | Path) -> None:
+        """Tensors, strings and numbers only (loads without unpickling code)."""
         torch.save(
             {
                 "config": asdict(self.config),
                 "network": self.network.state_dict(),
-                "train": dict(zip(self.train_keys, self.train_table.numpy(), strict=True)),
-                "test": dict(zip(self.test_keys, self.test_table.numpy(), strict=True)),
+                "train_keys": self.train_keys,
+                "train_table": self.train_table,
+                "test_keys": self.test_keys,
+                "test_table": self.test_table,
             },
             path,
         )
 
     @classmethod
     def load(cls, path: str | Path) -> GPTfluence:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        simulator = cls(saved["train"], saved["test"], SimulatorConfig(**saved["config"]))
+        saved = load_plain(path, "a GPTfluence simulator (eval/influence.py stage=fit)")
+        train = dict(zip(saved["train_keys"], saved["train_table"].numpy(), strict=True))
+        test = dict(zip(saved["test_keys"], saved["test_table"].numpy(), strict=True))
+        simulator = cls(train, test, SimulatorConfig(**saved["config"]))
         simulator.network.load_state_dict(saved["network"])
         return simulator

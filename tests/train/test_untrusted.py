@@ -1,0 +1,247 @@
+"""Files from elsewhere: a manifest, a shard, a checkpoint or a config crafted to break the
+trainer or to run a command get a clear error or a counted skip, and run nothing."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import gzip
+import http.server
+import io
+import itertools
+import json
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CORRUPTIONS
+
+from pixeltext_render.schema import ManifestError
+from pixeltext_train.checkpoints import CheckpointError
+from pixeltext_train.data import Regimen, ShardDataModule, StripSequences
+from pixeltext_train.evaluate.backbone import load_backbone
+from pixeltext_train.export import export_checkpoint
+from pixeltext_train.storage import MissingExtra, read_manifest
+from pixeltext_train.train import train
+
+
+def one_pass(shards: Path, **options) -> StripSequences:
+    """Every sample of every shard once, in file order (the validation split of a 100% split)."""
+    data = ShardDataModule(str(shards), batch_size=1, num_workers=0, max_positions=64)
+    return StripSequences(
+        data.urls,
+        data.spec,
+        Regimen(1, 0, 0),
+        1,
+        training=False,
+        val_fraction=1.0,
+        vocab_size=data.vocab_size,
+        **options,
+    )
+
+
+def test_every_broken_sample_and_shard_is_counted_once_and_named(corrupt_shards, tiny_shards, caplog):
+    caplog.set_level(logging.WARNING, logger="pixeltext_train.stream")
+    stream = one_pass(corrupt_shards)
+    keys = [key for batch in stream for key in batch.keys]
+    clean = [key for batch in one_pass(tiny_shards) for key in batch.keys]
+    manifest = json.loads((tiny_shards / "manifest.json").read_text())
+    lost = manifest["shards"][1]["samples"]  # shard 1 is cut inside its first sample
+    assert len(keys) == len(clean) - len(CORRUPTIONS) - lost and set(keys) < set(clean)
+    assert stream.errors.count == len(CORRUPTIONS) + 1  # the samples and one truncated shard
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == len(CORRUPTIONS) + 1
+    assert sum("shard-000001.tar" in m for m in messages) == 1  # the truncated tar, once
+    for reason in (
+        "undecodable",
+        "one row per token",
+        "outside the vocabulary",
+        "16x",
+        "RecursionError",
+        "Unicode",
+    ):
+        assert any(reason in m and ".tar" in m and "sample " in m for m in messages), reason
+    with pytest.raises(RuntimeError, match="max_errors=0"):
+        list(one_pass(corrupt_shards, max_errors=0))
+
+
+def test_a_compressed_or_oversized_tar_is_an_unreadable_shard(tiny_shards, tmp_path):
+    shutil.copytree(tiny_shards, tmp_path / "shards")
+    squeezed = tmp_path / "shards" / "shard-000002.tar"
+    squeezed.write_bytes(gzip.compress(squeezed.read_bytes()))  # small on disk, large in memory
+    with tarfile.open(tmp_path / "shards" / "shard-000003.tar", "w") as archive:
+        for number in range(100):  # one sample made of a hundred members
+            member = tarfile.TarInfo(f"key.part{number}")
+            member.size = 1000
+            archive.addfile(member, io.BytesIO(bytes(1000)))
+    stream = one_pass(tmp_path / "shards")
+    list(stream)
+    assert stream.errors.count == 2
+
+
+def test_training_counts_skipped_samples_in_metrics(make_config, corrupt_shards, tmp_path):
+    train(
+        make_config(
+            "experiment=pixel",
+            f"data.shards={corrupt_shards}",
+            "data.val_fraction=0.0",
+            "trainer.max_steps=20",
+            "optimizer.schedule_steps=20",
+        ),
+        tmp_path,
+    )
+    with open(tmp_path / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    skipped = [float(r["train/skipped_samples"]) for r in rows if r.get("train/skipped_samples")]
+    assert skipped and skipped == sorted(skipped) and skipped[-1] >= 1
+
+
+def crafted_manifest(tiny_shards: Path, folder: Path, name: str) -> Path:
+    shutil.copytree(tiny_shards, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["shards"][1]["name"] = name
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["x.tar; touch {marker} #", "../elsewhere/shard-000001.tar", "/etc/passwd"])
+def test_a_manifest_naming_anything_but_a_shard_file_is_refused(make_config, tiny_shards, tmp_path, name):
+    marker = tmp_path / "ran"
+    shards = crafted_manifest(tiny_shards, tmp_path / "shards", name.format(marker=marker))
+    with pytest.raises(ManifestError, match=r"shards\[1\]\.name") as error:
+        train(
+            make_config("experiment=pixel", f"data.shards={shards}", "trainer.max_steps=2"), tmp_path / "run"
+        )
+    assert str(shards / "manifest.json") in str(error.value)
+    assert not marker.exists()
+
+
+def _without_vocabulary(manifest: dict) -> None:
+    del manifest["tokenizer"]["vocab_size"]
+
+
+def _bos_beyond_vocabulary(manifest: dict) -> None:
+    manifest["tokenizer"]["bos_id"] = manifest["tokenizer"]["vocab_size"]
+
+
+def _patch_size_as_text(manifest: dict) -> None:
+    manifest["render"]["config"]["patch_size"] = "16"
+
+
+@pytest.mark.parametrize(
+    ("edit", "complaint"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[" * 100_000, "not valid JSON"),
+        ('{"format": "pixeltext-shards/1"}', "render.config"),
+        (_without_vocabulary, "tokenizer.vocab_size"),
+        (_bos_beyond_vocabulary, "tokenizer.bos_id is .* outside the vocabulary"),
+        (_patch_size_as_text, "render.config is not a render config"),
+    ],
+)
+def test_a_broken_manifest_names_the_file_and_the_field(tiny_shards, tmp_path, edit, complaint):
+    shutil.copytree(tiny_shards, tmp_path / "shards")
+    path = tmp_path / "shards" / "manifest.json"
+    if callable(edit):
+        manifest = json.loads(path.read_text())
+        edit(manifest)
+        edit = json.dumps(manifest)
+    path.write_text(edit)
+    with pytest.raises(ManifestError, match=complaint) as error:
+        read_manifest(str(tmp_path / "shards"))
+    assert str(path) in str(error.value)
+
+
+@pytest.fixture()
+def served(tiny_shards):
+    """The tiny shards over HTTP from this machine: a remote shard folder without a network."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_shards))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_remote_shards_are_read_in_process_as_local_ones_are(served, tiny_shards):
+    options = {"batch_size": 4, "num_workers": 1, "shuffle_buffer": 8, "max_positions": 64, "seed": 1}
+    remote, local = ShardDataModule(served, **options), ShardDataModule(str(tiny_shards), **options)
+    assert remote.urls[0].startswith("http://127.0.0.1")
+    for data in (remote, local):
+        data.keys = [batch.keys for batch in itertools.islice(data.train_dataloader(), 8)]
+    assert remote.keys == local.keys
+
+
+def test_s3_and_gs_without_their_extra_say_which_extra(monkeypatch):
+    for module, url, extra in (("s3fs", "s3://bucket/shards", "s3"), ("gcsfs", "gs://bucket/shards", "gcs")):
+        monkeypatch.setitem(sys.modules, module, None)  # as on a machine without it
+        with pytest.raises(MissingExtra, match=rf"pixeltext-train\[{extra}\]"):
+            read_manifest(url)
+
+
+class RunsCode:
+    """What a hostile checkpoint pickles: unpickling it would call ``os.system``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_everywhere(make_config, tiny_checkpoint, tmp_path):
+    marker = tmp_path / "ran"
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    saved["hyper_parameters"]["extra"] = RunsCode(marker)
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save(saved, hostile)
+    attempts = [
+        lambda: load_backbone(hostile),
+        lambda: export_checkpoint(hostile, tmp_path / "hf"),
+        lambda: train(
+            make_config("experiment=pixel_text", f"ckpt_path={hostile}", "trainer.max_steps=6"),
+            tmp_path / "run",
+        ),
+    ]
+    for attempt in attempts:
+        with pytest.raises(CheckpointError, match=r"posix\.system|os\.system"):
+            attempt()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [(b"", "empty"), (os.urandom(4096), "not a PyTorch file"), (None, "lacks hyper_parameters.render")],
+)
+def test_a_file_that_is_not_a_pixeltext_checkpoint_says_so(tmp_path, content, complaint):
+    path = tmp_path / "not.ckpt"
+    if content is None:
+        torch.save({"state_dict": {}, "hyper_parameters": {"model": {}}}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=complaint):
+        load_backbone(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.max_positions=1", "model.max_positions"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.val_fraction=1.0", "data.val_fraction"),
+        ("trainer.max_steps=0", "trainer.max_steps"),
+        ("optimizer.warmup_steps=-1", "optimizer.warmup_steps"),
+        ("data.regimen.pixel=-1", "data.regimen"),
+    ],
+)
+def test_a_config_that_cannot_work_is_refused_before_training(make_config, tmp_path, override, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        train(make_config("experiment=pixel_text", "trainer.max_steps=4", override), tmp_path)
+    assert not (tmp_path / "metrics.csv").exists()
