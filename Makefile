@@ -20,14 +20,15 @@ OUT ?= outputs/shards
 DEMO_BUDGET ?= full
 DEMO_OUT ?= outputs/demo
 
-.PHONY: help install test lint bench render demo lock clean
+.PHONY: help install test lint bench bench-gpu render demo lock clean
 
 help:
 	@echo "make install   virtual environment in $(VENV), both packages (editable), fonts and tokenizer"
 	@echo "make demo      render, pre-train, fine-tune and score; a report in $(DEMO_OUT)/report"
 	@echo "make test      the test suite (installs first)"
 	@echo "make render    render CORPUS=... into OUT=$(OUT) (WebDataset shards, Apache Beam)"
-	@echo "make bench     renderer and render-job benchmarks"
+	@echo "make bench     renderer, render-job, training-step, packing and loader benchmarks"
+	@echo "make bench-gpu the training step on one GPU (needs only PyTorch; BENCH_GPU_ARGS=...)"
 	@echo "make lint      ruff"
 	@echo "make lock      re-resolve dependencies into constraints.txt"
 
@@ -59,6 +60,11 @@ bench: install
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/job_bench.py
 	$(BIN)/python bench/train_bench.py
+
+# Runs with whatever Python has PyTorch (a GPU machine's own), no install: the model code only.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+bench-gpu:
+	PYTHONPATH=train/src $(GPU_PYTHON) bench/gpu_bench.py $(BENCH_GPU_ARGS)
 
 lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock

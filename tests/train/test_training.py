@@ -48,6 +48,9 @@ def test_each_experiment_trains_a_few_steps(make_config, tmp_path, experiment, p
     assert any(r.get("train/patch_loss") for r in rows) == patch
     assert any(r.get("train/token_loss") for r in rows) == token
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    padding = [float(r["train/padding_fraction"]) for r in rows if r.get("train/padding_fraction")]
+    speed = [float(r["train/real_positions_per_s"]) for r in rows if r.get("train/real_positions_per_s")]
+    assert len(padding) == len(speed) == 3 and all(0 <= p < 1 for p in padding) and min(speed) > 0
 
 
 def test_pair_sequences_keep_the_tokens_of_exactly_the_patches_kept(tiny_shards):
@@ -101,3 +104,34 @@ def test_ranks_and_workers_read_different_samples(tiny_shards):
     ]
     firsts = [[b.patches[0].numpy().tobytes() for b in stream] for stream in streams]
     assert firsts[0] and firsts[1] and not set(firsts[0]) & set(firsts[1])
+
+
+@pytest.mark.parametrize(
+    ("experiment", "regimen"),
+    [
+        ("paper_pixel", (1, 0, 0)),
+        ("paper_text", (0, 1, 0)),
+        ("paper_pixel_text_unpaired", (1, 1, 0)),
+        ("paper_pixel_text", (1, 1, 1)),
+    ],
+)
+def test_the_paper_recipes_compose_into_runs_the_trainer_accepts(tiny_shards, experiment, regimen):
+    from hydra import compose, initialize_config_dir
+
+    from pixeltext_train.train import build
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}", f"data.shards={tiny_shards}"])
+    assert cfg.name == experiment and tuple(cfg.data.regimen.values()) == regimen
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.model.max_positions == 1024
+    with torch.device("meta"):  # (the paper's 350 M parameters, not allocated)
+        data, module = build(cfg)
+    c = module.config  # the released checkpoints' shape
+    assert (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.intermediate_size) == (
+        24,
+        1024,
+        16,
+        8,
+        2816,
+    )
+    assert data.spec.max_positions == 1024 and data.packing

@@ -20,37 +20,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CORRUPTIONS
+from conftest import CORRUPTIONS, every_sample
 
 from pixeltext_render.schema import ManifestError
 from pixeltext_train.checkpoints import CheckpointError
-from pixeltext_train.data import Regimen, ShardDataModule, StripSequences
+from pixeltext_train.data import ShardDataModule
 from pixeltext_train.evaluate.backbone import load_backbone
 from pixeltext_train.export import export_checkpoint
 from pixeltext_train.storage import MissingExtra, read_manifest
 from pixeltext_train.train import train
 
 
-def one_pass(shards: Path, **options) -> StripSequences:
-    """Every sample of every shard once, in file order (the validation split of a 100% split)."""
-    data = ShardDataModule(str(shards), batch_size=1, num_workers=0, max_positions=64)
-    return StripSequences(
-        data.urls,
-        data.spec,
-        Regimen(1, 0, 0),
-        1,
-        training=False,
-        val_fraction=1.0,
-        vocab_size=data.vocab_size,
-        **options,
-    )
-
-
 def test_every_broken_sample_and_shard_is_counted_once_and_named(corrupt_shards, tiny_shards, caplog):
     caplog.set_level(logging.WARNING, logger="pixeltext_train.stream")
-    stream = one_pass(corrupt_shards)
+    stream = every_sample(corrupt_shards)
     keys = [key for batch in stream for key in batch.keys]
-    clean = [key for batch in one_pass(tiny_shards) for key in batch.keys]
+    clean = [key for batch in every_sample(tiny_shards) for key in batch.keys]
     manifest = json.loads((tiny_shards / "manifest.json").read_text())
     lost = manifest["shards"][1]["samples"]  # shard 1 is cut inside its first sample
     assert len(keys) == len(clean) - len(CORRUPTIONS) - lost and set(keys) < set(clean)
@@ -68,7 +53,7 @@ def test_every_broken_sample_and_shard_is_counted_once_and_named(corrupt_shards,
     ):
         assert any(reason in m and ".tar" in m and "sample " in m for m in messages), reason
     with pytest.raises(RuntimeError, match="max_errors=0"):
-        list(one_pass(corrupt_shards, max_errors=0))
+        list(every_sample(corrupt_shards, max_errors=0))
 
 
 def test_a_compressed_or_oversized_tar_is_an_unreadable_shard(tiny_shards, tmp_path):
@@ -80,7 +65,7 @@ def test_a_compressed_or_oversized_tar_is_an_unreadable_shard(tiny_shards, tmp_p
             member = tarfile.TarInfo(f"key.part{number}")
             member.size = 1000
             archive.addfile(member, io.BytesIO(bytes(1000)))
-    stream = one_pass(tmp_path / "shards")
+    stream = every_sample(tmp_path / "shards")
     list(stream)
     assert stream.errors.count == 2
 

@@ -9,7 +9,9 @@
     -> one sequence per strip, of a kind drawn by the regimen's ratios:
          pixel: the strip's text patches          text: bos + its tokens
          pair:  its patches, bos, then the tokens of exactly the text in those patches
-    -> batches right-padded to their longest sequence, each carrying its reader's state.
+    -> batches, each carrying its reader's state: packed (``packing``), ``batch_size`` rows of
+       ``max_positions`` that several sequences share, each in the first row it fits, padding
+       only at the rows' tails; or one sequence per row, right-padded to the longest.
 
 Resuming is exact: the data module keeps, for every reader, the state that came with the last
 batch an optimizer step used (``StreamTracker``), and a checkpoint holds them all (every rank's);
@@ -33,6 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.schema import InvalidSample, StoredStrip, decode_sample, key_hash
+from pixeltext_train.model import Packing
 from pixeltext_train.storage import read_manifest, shard_urls
 from pixeltext_train.stream import ErrorBudget, SampleStream, StreamState
 
@@ -90,9 +93,10 @@ class Batch(NamedTuple):
     patches: torch.Tensor  # uint8 [B, L, patch_dim]; zeros at token positions
     is_patch: torch.Tensor  # bool [B, L]
     real: torch.Tensor  # bool [B, L]: not padding
-    kinds: torch.Tensor  # int64 [B]: index into KINDS
+    kinds: torch.Tensor  # int64 [S]: each sequence's kind, an index into KINDS
     keys: tuple[str, ...] = ()  # each sequence's sample key and kind, "<key>/<kind>" (influence records)
     stream: StreamMark | None = None  # training batches: where their reader's stream stands
+    packing: Packing | None = None  # rows holding several sequences; None: one sequence per row
 
 
 @dataclass
@@ -137,36 +141,92 @@ def make_sequence(stored: StoredStrip, kind: str, spec: SequenceSpec) -> tuple[n
     return np.concatenate([[spec.bos_id], ids[: inside[k]]]), strip_patches(stored, spec.patch_size, k)
 
 
-def collate(
-    sequences: list[tuple[str, np.ndarray, np.ndarray | None]],
+Sequence = tuple[str, np.ndarray, np.ndarray | None]  # kind, token ids, patches (first) or None
+
+
+def length(sequence: Sequence) -> int:
+    _, ids, patches = sequence
+    return len(ids) + (0 if patches is None else len(patches))
+
+
+def collate_rows(
+    rows: list[list[Sequence]],
     spec: SequenceSpec,
     keys: tuple[str, ...] = (),
     stream: StreamMark | None = None,
+    packed: bool = True,
 ) -> Batch:
-    lengths = [len(ids) + (0 if patches is None else len(patches)) for _, ids, patches in sequences]
-    size, longest = len(sequences), max(max(lengths), 1)
-    tokens = np.full((size, longest), spec.pad_id, np.int64)
-    pixels = np.zeros((size, longest, spec.patch_dim), np.uint8)
-    is_patch = np.zeros((size, longest), bool)
-    real = np.zeros((size, longest), bool)
-    for row, (_, ids, patches) in enumerate(sequences):
-        k = 0 if patches is None else len(patches)
-        if k:
-            pixels[row, :k] = patches
-            tokens[row, :k] = 0
-            is_patch[row, :k] = True
-        tokens[row, k : k + len(ids)] = ids
-        real[row, : lengths[row]] = True
-    kinds = torch.tensor([KINDS.index(kind) for kind, _, _ in sequences])
+    """A batch of rows, each holding its sequences one after the other. Packed rows are
+    ``spec.max_positions`` wide and carry each position's sequence and place in it (sequences
+    are numbered in row order); unpacked rows hold one sequence each, as wide as the longest."""
+    width = spec.max_positions if packed else max(max(length(row[0]) for row in rows), 1)
+    size = len(rows)
+    tokens = np.full((size, width), spec.pad_id, np.int64)
+    pixels = np.zeros((size, width, spec.patch_dim), np.uint8)
+    is_patch = np.zeros((size, width), bool)
+    positions = np.zeros((size, width), np.int64)
+    segments = np.full((size, width), -1, np.int64)
+    kinds = []
+    for r, row in enumerate(rows):
+        at = 0
+        for kind, ids, patches in row:
+            k = 0 if patches is None else len(patches)
+            if k:
+                pixels[r, at : at + k] = patches
+                tokens[r, at : at + k] = 0
+                is_patch[r, at : at + k] = True
+            tokens[r, at + k : at + k + len(ids)] = ids
+            end = at + k + len(ids)
+            positions[r, at:end] = np.arange(end - at)
+            segments[r, at:end] = len(kinds)
+            kinds.append(KINDS.index(kind))
+            at = end
+    packing = Packing(torch.from_numpy(positions), torch.from_numpy(segments)) if packed else None
     return Batch(
         torch.from_numpy(tokens),
         torch.from_numpy(pixels),
         torch.from_numpy(is_patch),
-        torch.from_numpy(real),
-        kinds,
+        torch.from_numpy(segments >= 0),
+        torch.tensor(kinds),
         tuple(keys),
         stream,
+        packing,
     )
+
+
+def collate(
+    sequences: list[Sequence],
+    spec: SequenceSpec,
+    keys: tuple[str, ...] = (),
+    stream: StreamMark | None = None,
+) -> Batch:
+    """One sequence per row, right-padded to the longest (fine-tuning, probes)."""
+    return collate_rows([[sequence] for sequence in sequences], spec, keys, stream, packed=False)
+
+
+class RowPacker:
+    """Places sequences, in the order they come, each in the first of ``rows`` rows of
+    ``width`` positions where it fits; full when one fits nowhere (it opens the next batch)."""
+
+    def __init__(self, rows: int, width: int):
+        self.width = width
+        self.rows: list[list] = [[] for _ in range(rows)]
+        self.free = [width] * rows
+
+    def add(self, item, size: int) -> bool:
+        """Place ``item`` (``size`` positions); False if no row has room for it."""
+        for row, room in enumerate(self.free):
+            if size <= room:
+                self.rows[row].append(item)
+                self.free[row] -= size
+                return True
+        return False
+
+    def take(self) -> list[list]:
+        """The rows that hold something, and an empty packer for the next batch."""
+        rows = [row for row in self.rows if row]
+        self.rows, self.free = [[] for _ in self.rows], [self.width] * len(self.rows)
+        return rows
 
 
 @dataclass
@@ -193,6 +253,7 @@ class StripSequences(IterableDataset):
     vocab_size: int | None = None
     start: ResumePoint | None = None
     storage_options: dict[str, Any] | None = None
+    packing: bool = False
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -223,21 +284,40 @@ class StripSequences(IterableDataset):
             state=StreamState.from_dict(saved) if saved else None,
             storage_options=self.storage_options,
         )
+        if self.packing:
+            yield from self._packed(stream, role)
+            return
         batch: list = []
         for sample in stream:
             sequence = self._sequence(sample, self.regimen.choose(stream.rng))
             if sequence is None:
                 continue
-            batch.append(sequence)
+            batch.append([sequence])
             if len(batch) == self.batch_size:
                 yield self._collate(batch, StreamMark(role, stream.snapshot().to_dict()))
                 batch = []
         if batch:  # (only a one-pass stream ends)
             yield self._collate(batch, None)
 
-    def _collate(self, batch: list, mark: StreamMark | None) -> Batch:
-        keys = tuple(f"{key}/{sequence[0]}" for key, sequence in batch)
-        return collate([sequence for _, sequence in batch], self.spec, keys, mark if self.training else None)
+    def _packed(self, stream: SampleStream, role: int) -> Iterator[Batch]:
+        """Packed batches: a batch is full when the next sequence fits in none of its rows; that
+        sequence opens the next batch, and the batch's resume state is the stream's just before
+        that sequence was drawn, so a resumed stream draws it again."""
+        packer = RowPacker(self.batch_size, self.spec.max_positions)
+        for sample in stream:
+            sequence = self._sequence(sample, self.regimen.choose(stream.rng))
+            if sequence is None or packer.add(sequence, length(sequence[1])):
+                continue
+            yield self._collate(packer.take(), StreamMark(role, stream.snapshot(before_last=True).to_dict()))
+            packer.add(sequence, length(sequence[1]))
+        rows = packer.take()
+        if rows:  # (only a one-pass stream ends)
+            yield self._collate(rows, None)
+
+    def _collate(self, rows: list[list], mark: StreamMark | None) -> Batch:
+        keys = tuple(f"{key}/{sequence[0]}" for row in rows for key, sequence in row)
+        sequences = [[sequence for _, sequence in row] for row in rows]
+        return collate_rows(sequences, self.spec, keys, mark if self.training else None, self.packing)
 
     def _sequence(self, sample: dict, kind: str):
         """``(key, (kind, ids, patches))``, or None for a sample that breaks the schema (counted)."""
@@ -303,6 +383,7 @@ class ShardDataModule(L.LightningDataModule):
         max_positions: int = 1024,
         seed: int = 0,
         storage_options: dict[str, Any] | None = None,
+        packing: bool = True,
     ):
         super().__init__()
         problems = [
@@ -329,6 +410,7 @@ class ShardDataModule(L.LightningDataModule):
         self.val_fraction, self.max_errors = val_fraction, max_errors
         self.max_positions, self.seed = max_positions, seed
         self.storage_options = storage_options or {}
+        self.packing = packing
         self.manifest = read_manifest(self.location, self.storage_options)
         self.urls = shard_urls(self.location, self.manifest)
         tokenizer = self.manifest["tokenizer"]
@@ -393,6 +475,7 @@ class ShardDataModule(L.LightningDataModule):
             vocab_size=self.vocab_size,
             start=self.resume_point if training else None,
             storage_options=self.storage_options,
+            packing=self.packing,
         )
 
     def _restore(self, state: dict[str, Any], rank: int, world: int) -> None:

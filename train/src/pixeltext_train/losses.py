@@ -1,10 +1,11 @@
 """Next-patch and next-token losses over a mixed batch, and which positions they cover.
 
-A batch (see ``data.Batch``) holds right-padded sequences; position ``i`` predicts what is
-at ``i + 1``. Next patch: only text patches are inputs (the end-of-text patch and padding are
-never in the sequence), so a patch target exists where positions ``i`` and ``i + 1`` are both
-real patches. Next token: where ``i + 1`` is a real token other than ``bos``, including the
-first token of a pair's text, predicted from the image before it.
+A batch (see ``data.Batch``) holds rows of one or more sequences, padded at the end; position
+``i`` predicts what is at ``i + 1`` when both belong to the same sequence. Next patch: only text
+patches are inputs (the end-of-text patch and padding are never in the sequence), so a patch
+target exists where positions ``i`` and ``i + 1`` are both real patches. Next token: where
+``i + 1`` is a real token other than ``bos``, including the first token of a pair's text,
+predicted from the image before it.
 """
 
 from __future__ import annotations
@@ -25,25 +26,53 @@ def normalize_patches(patches: Tensor) -> Tensor:
 
 def normalized_patch_mse(predicted: Tensor, target_pixels: Tensor) -> Tensor:
     """Per-patch mean squared error of a prediction against the normalised target [N]."""
+    if not len(target_pixels):
+        return predicted.float().sum(dim=-1)  # (none: an empty result that keeps the graph)
     target = normalize_patches(target_pixels.float() / 255.0)
     return (predicted.float() - target).pow(2).mean(dim=-1)
 
 
-def patch_targets(is_patch: Tensor, real: Tensor) -> Tensor:
-    """[B, L] bool: positions whose next position is a real patch to predict."""
+def sequence_ids(batch) -> Tensor:
+    """[B, L] the sequence each position belongs to (-1: padding): a packed batch's segments, or
+    else the row."""
+    if batch.packing is not None:
+        return batch.packing.segments
+    rows = torch.arange(batch.real.shape[0], device=batch.real.device)[:, None].expand_as(batch.real)
+    return torch.where(batch.real, rows, -1)
+
+
+def _same_sequence(real: Tensor, segments: Tensor | None) -> Tensor:
+    """[B, L-1] bool: positions i and i + 1 are real and of one sequence."""
+    both = real[:, :-1] & real[:, 1:]
+    return both if segments is None else both & (segments[:, :-1] == segments[:, 1:])
+
+
+def patch_targets(is_patch: Tensor, real: Tensor, segments: Tensor | None = None) -> Tensor:
+    """[B, L] bool: positions whose next position is a real patch of their sequence to predict."""
     target = torch.zeros_like(is_patch)
-    target[:, :-1] = is_patch[:, :-1] & is_patch[:, 1:] & real[:, 1:]
+    target[:, :-1] = is_patch[:, :-1] & is_patch[:, 1:] & _same_sequence(real, segments)
     return target
 
 
-def token_targets(tokens: Tensor, is_patch: Tensor, real: Tensor, bos_id: int | None) -> Tensor:
-    """[B, L] bool: positions whose next position is a real token to predict."""
-    following = ~is_patch[:, 1:] & real[:, 1:]
+def token_targets(
+    tokens: Tensor, is_patch: Tensor, real: Tensor, bos_id: int | None, segments: Tensor | None = None
+) -> Tensor:
+    """[B, L] bool: positions whose next position is a real token of their sequence to predict."""
+    following = ~is_patch[:, 1:] & _same_sequence(real, segments)
     if bos_id is not None:
         following &= tokens[:, 1:] != bos_id
     target = torch.zeros_like(is_patch)
-    target[:, :-1] = following & real[:, :-1]
+    target[:, :-1] = following
     return target
+
+
+def targets(batch, bos_id: int | None) -> tuple[Tensor, Tensor]:
+    """Where a batch has next patches and next tokens to predict."""
+    segments = batch.packing.segments if batch.packing is not None else None
+    return (
+        patch_targets(batch.is_patch, batch.real, segments),
+        token_targets(batch.tokens, batch.is_patch, batch.real, bos_id, segments),
+    )
 
 
 def next_patch_errors(hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor) -> Tensor:
@@ -81,17 +110,19 @@ def next_token_loss(
 def per_example_loss(
     hidden: Tensor, patch_head: torch.nn.Module, lm_head: torch.nn.Module, batch, bos_id: int | None
 ) -> Tensor:
-    """[B] each sequence's own loss: its mean next-patch loss plus its mean next-token loss
-    (either term absent when the sequence has nothing of that kind to predict)."""
-    patch_where = patch_targets(batch.is_patch, batch.real)
-    token_where = token_targets(batch.tokens, batch.is_patch, batch.real, bos_id)
-    patch = _row_means(next_patch_errors(hidden, patch_head, batch.patches, patch_where), patch_where)
-    token = _row_means(next_token_errors(hidden, lm_head, batch.tokens, token_where), token_where)
+    """[S] each sequence's own loss (in the order of ``batch.keys``): its mean next-patch loss
+    plus its mean next-token loss (either term absent when it has nothing of that kind)."""
+    patch_where, token_where = targets(batch, bos_id)
+    ids, count = sequence_ids(batch), len(batch.kinds)
+    patch = _means(next_patch_errors(hidden, patch_head, batch.patches, patch_where), ids[patch_where], count)
+    token = _means(next_token_errors(hidden, lm_head, batch.tokens, token_where), ids[token_where], count)
     return patch + token
 
 
-def _row_means(values: Tensor, where: Tensor) -> Tensor:
-    """Mean of ``values`` (one per True of ``where``, row-major) per row of ``where``; 0 if none."""
-    rows = where.nonzero()[:, 0]
-    sums = torch.zeros(where.shape[0], dtype=values.dtype, device=values.device).index_add_(0, rows, values)
-    return sums / where.sum(dim=1).clamp(min=1)
+def _means(values: Tensor, ids: Tensor, count: int) -> Tensor:
+    """Mean of ``values`` per id in 0..count-1 (0 for an id with none)."""
+    sums = torch.zeros(count, dtype=values.dtype, device=values.device).index_add_(0, ids, values)
+    counts = torch.zeros(count, dtype=values.dtype, device=values.device).index_add_(
+        0, ids, torch.ones_like(values)
+    )
+    return sums / counts.clamp(min=1)

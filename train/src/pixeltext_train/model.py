@@ -6,16 +6,27 @@ embeddings (a linear map of each patch's ink, then LayerNorm, as in PIXEL and th
 and token embeddings; a regression head predicts the next patch's pixels, an LM head the
 next token. The text path is numerically the same model as Hugging Face's
 ``LlamaForCausalLM`` (tested), so its weights export to that format.
+
+A row may hold several sequences (``Packing``): each attends only to itself, causally, and its
+rotary positions start at 0, so its outputs are what they would be alone. The document mask is
+dense for ``scaled_dot_product_attention``, applied block by block of queries over the keys
+their sequences reach (``attention="mask"``, any device), or a block mask for ``flex_attention``
+(``"flex"``, CUDA, compiled); ``"auto"`` takes flex on CUDA.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+ATTENTION = ("auto", "mask", "flex")
 
 
 @dataclass
@@ -32,6 +43,8 @@ class ModelConfig:
     patch_size: int = 16
     channels: int = 3
     init_std: float = 0.02
+    attention: str = "auto"  # packed rows: "mask" (dense, any device), "flex" (CUDA); auto: flex on CUDA
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
@@ -39,6 +52,8 @@ class ModelConfig:
                 f"model.hidden_size ({self.hidden_size}) must divide by model.num_heads ({self.num_heads}), "
                 f"and num_heads by model.num_kv_heads ({self.num_kv_heads})"
             )
+        if self.attention not in ATTENTION:
+            raise ValueError(f"model.attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.max_positions < 2:
             raise ValueError(
                 f"model.max_positions must be at least 2 (a position and the next one it predicts), "
@@ -67,6 +82,56 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
+class Packing(NamedTuple):
+    """How sequences share the rows of a batch: each position's place in its own sequence (its
+    rotary position) and the sequence it belongs to (an id per batch; -1 for padding)."""
+
+    positions: Tensor  # int64 [B, L]
+    segments: Tensor  # int64 [B, L]
+
+
+class DocumentMask(NamedTuple):
+    """A packed batch's attention for ``scaled_dot_product_attention``: each position attends to
+    the earlier positions of its own sequence. ``blocks`` splits the queries into blocks, each
+    with the first key any of them may see, so that a block of queries attends to the keys from
+    there to its end only: short sequences cost a block or two of keys, not the whole row."""
+
+    dense: Tensor  # [B, 1, L, L] bool
+    blocks: tuple[tuple[int, int, int], ...]  # (first query, end of the queries, first key)
+
+
+QUERY_BLOCK = 128
+
+
+def document_mask(packing: Packing) -> DocumentMask:
+    segments, positions = packing.segments, packing.positions
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    dense = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+    starts = torch.arange(length, device=segments.device) - positions  # where each one's sequence starts
+    spans = list(itertools.pairwise([*range(0, length, QUERY_BLOCK), length]))
+    firsts = torch.stack([starts[:, a:b].min() for a, b in spans]).tolist()  # (one transfer)
+    return DocumentMask(dense, tuple((a, b, first) for (a, b), first in zip(spans, firsts, strict=True)))
+
+
+@cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_block_mask(segments: Tensor):
+    """The document mask as ``flex_attention``'s block mask (computed once per batch)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_sequence_causal(batch, head, query, key):
+        return (segments[batch, query] == segments[batch, key]) & (query >= key)
+
+    batch, length = segments.shape
+    return create_block_mask(same_sequence_causal, batch, None, length, length, device=segments.device)
+
+
 def rotary_tables(config: ModelConfig, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """cos and sin [length, head_dim] for positions 0..length-1 (halves repeated, as Llama)."""
     dim = config.head_dim
@@ -91,13 +156,33 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask=None) -> Tensor:
+        """``mask``: None (one causal sequence per row), a ``DocumentMask``, or a flex block mask."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.heads != self.kv_heads)
+        gqa = self.heads != self.kv_heads
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif isinstance(mask, DocumentMask):
+            if gqa and q.is_cuda:  # (with a mask, CUDA's efficient kernel wants every head's keys)
+                k, v = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (k, v))
+                gqa = False
+            parts = [
+                F.scaled_dot_product_attention(
+                    q[:, :, a:b],
+                    k[:, :, first:b],
+                    v[:, :, first:b],
+                    mask.dense[:, :, a:b, first:b],
+                    enable_gqa=gqa,
+                )
+                for a, b, first in mask.blocks
+            ]
+            out = torch.cat(parts, dim=2)
+        else:
+            out = _compiled_flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -122,8 +207,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask=None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -176,30 +261,41 @@ class PixelTextModel(nn.Module):
         return hidden
 
     def forward(
-        self, tokens: Tensor, patches: Tensor | None = None, is_patch: Tensor | None = None
+        self,
+        tokens: Tensor,
+        patches: Tensor | None = None,
+        is_patch: Tensor | None = None,
+        packing: Packing | None = None,
     ) -> Tensor:
         """Final hidden states [B, L, H] (after the last norm); heads are applied by the caller
-        only where there is something to predict."""
+        only where there is something to predict. ``packing``: rows holding several sequences."""
         x = self.embed(tokens, patches, is_patch)
         if x.shape[1] > self.config.max_positions:
             raise ValueError(f"sequence of {x.shape[1]} positions; the model has {self.config.max_positions}")
         cos, sin = rotary_tables(self.config, x.shape[1], x.device)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        mask = None
+        if packing is not None:  # each sequence's own positions, and a mask that keeps it to itself
+            cos, sin = cos[packing.positions][:, None], sin[packing.positions][:, None]
+            flex = self.config.attention == "flex" or (self.config.attention == "auto" and x.is_cuda)
+            mask = flex_block_mask(packing.segments) if flex else document_mask(packing)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            if self.config.activation_checkpointing and self.training:
+                x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask)
         return self.norm(x)
 
     def num_parameters(self, embeddings: bool = True) -> int:
+        """Parameters (their full size, also when sharded: a DTensor counts its global shape)."""
         count = sum(p.numel() for p in self.parameters())
         return count if embeddings else count - self.embed_tokens.weight.numel()
 
-    @cached_property
-    def dense_parameters(self) -> int:
-        """Parameters without the token embeddings (counted once: read on every step)."""
-        return self.num_parameters(embeddings=False)
-
-    def flops_per_position(self, length: int) -> float:
-        """Training FLOPs (forward and backward) per sequence position, the usual 6N + attention."""
+    def training_flops(self, lengths: Tensor) -> float:
+        """Training FLOPs (forward and backward) of sequences of these lengths: the usual 6N per
+        position (N without the token embeddings, a lookup), plus 12 x layers x hidden x the
+        sequence's length for attention."""
         config = self.config
-        attention = 12 * config.num_layers * config.hidden_size * length
-        return 6 * self.dense_parameters + attention
+        dense = self.num_parameters(embeddings=False)
+        lengths = lengths.double()
+        return float((6 * dense * lengths + 12 * config.num_layers * config.hidden_size * lengths**2).sum())

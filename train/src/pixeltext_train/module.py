@@ -10,14 +10,15 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from pixeltext_train.data import Batch
 from pixeltext_train.losses import (
     next_patch_loss,
     next_token_loss,
-    patch_targets,
     per_example_loss,
-    token_targets,
+    sequence_ids,
+    targets,
 )
 from pixeltext_train.model import ModelConfig, PixelTextModel
 
@@ -69,6 +70,7 @@ class PixelTextLM(L.LightningModule):
         render: dict[str, Any] | None = None,
         tokenizer: dict[str, Any] | None = None,
         run: dict[str, Any] | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         if schedule_steps < 1:
@@ -79,11 +81,14 @@ class PixelTextLM(L.LightningModule):
         self.model = PixelTextModel(self.config)
         self._step_started = 0.0
         self._peak_flops: float | None = None
+        self._compiled = False
+
+    def hidden(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch.tokens, batch.patches, batch.is_patch, batch.packing)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor | int]:
-        hidden = self.model(batch.tokens, batch.patches, batch.is_patch)
-        patch_where = patch_targets(batch.is_patch, batch.real)
-        token_where = token_targets(batch.tokens, batch.is_patch, batch.real, self.hparams.bos_id)
+        hidden = self.hidden(batch)
+        patch_where, token_where = targets(batch, self.hparams.bos_id)
         patch_loss, patches = next_patch_loss(hidden, self.model.patch_head, batch.patches, patch_where)
         token_loss, tokens = next_token_loss(hidden, self.model.lm_head, batch.tokens, token_where)
         return {
@@ -95,9 +100,10 @@ class PixelTextLM(L.LightningModule):
         }
 
     def example_losses(self, batch: Batch) -> torch.Tensor:
-        """[B] each sequence's loss (the influence recorder's metric for a probe example)."""
-        hidden = self.model(batch.tokens, batch.patches, batch.is_patch)
-        return per_example_loss(hidden, self.model.patch_head, self.model.lm_head, batch, self.hparams.bos_id)
+        """[S] each sequence's loss (the influence recorder's metric for a probe example)."""
+        return per_example_loss(
+            self.hidden(batch), self.model.patch_head, self.model.lm_head, batch, self.hparams.bos_id
+        )
 
     @staticmethod
     def example_keys(batch: Batch) -> tuple[str, ...]:
@@ -152,18 +158,35 @@ class PixelTextLM(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch: Batch, batch_index: int) -> None:
         seconds = time.perf_counter() - self._step_started
-        positions = int(batch.real.sum())  # patches + tokens
-        self.log("train/positions_per_s", positions / seconds, prog_bar=True, on_step=True, batch_size=1)
+        real = int(batch.real.sum())  # patches + tokens, padding excluded
+        self.log("train/real_positions_per_s", real / seconds, prog_bar=True, on_step=True, batch_size=1)
+        self.log("train/padding_fraction", 1 - real / batch.real.numel(), on_step=True, batch_size=1)
         if self._peak_flops is None:
-            self._peak_flops = get_available_flops(self.device, torch.bfloat16) or 0.0
+            self._peak_flops = get_available_flops(self.device, compute_dtype(self.trainer.precision)) or 0.0
         if self._peak_flops:  # model FLOPs utilisation, where the device's peak is known
-            flops = positions * self.model.flops_per_position(batch.tokens.shape[1])
+            lengths = torch.bincount(sequence_ids(batch)[batch.real])
+            flops = self.model.training_flops(lengths)
             self.log("train/mfu", flops / seconds / self._peak_flops, on_step=True, batch_size=1)
 
+    def configure_model(self) -> None:
+        """Shards the model block by block under ``trainer=fsdp`` (FSDP2's ``fully_shard`` on the
+        strategy's nodes x devices mesh: sharded within a node, replicated across nodes), then
+        compiles each block when asked (``trainer.compile``)."""
+        if self.device_mesh is not None and not isinstance(self.model, FSDPModule):
+            for block in self.model.layers:
+                fully_shard(block, mesh=self.device_mesh)
+            fully_shard(self.model, mesh=self.device_mesh)
+        if self.hparams.compile and not self._compiled:  # (Lightning calls this hook for each stage)
+            for block in self.model.layers:
+                block.compile()
+            self._compiled = True
+
     def configure_optimizers(self):
-        decay, others = [], []  # weight decay on matrices, except the token embeddings
-        for name, parameter in self.model.named_parameters():
-            (decay if parameter.ndim >= 2 and "embed_tokens" not in name else others).append(parameter)
+        """AdamW; weight decay on the matrices of linear maps only (not on embeddings, norms or
+        biases), decided by module type, which sharding leaves as it is."""
+        matrices = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear)}
+        decay = [p for p in self.model.parameters() if id(p) in matrices]
+        others = [p for p in self.model.parameters() if id(p) not in matrices]
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": self.hparams.weight_decay},
@@ -177,3 +200,10 @@ class PixelTextLM(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, h.warmup_steps, h.schedule_steps, h.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype the matrix multiplications run in under a Lightning precision setting."""
+    return {"bf16": torch.bfloat16, "16": torch.float16, "64": torch.float64}.get(
+        str(precision).split("-")[0], torch.float32
+    )

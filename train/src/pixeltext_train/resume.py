@@ -39,6 +39,9 @@ MAY_CHANGE = (
     "trainer.limit_val_batches",
     "trainer.log_every_n_steps",
     "trainer.enable_progress_bar",
+    "trainer.compile",  # the same computation, compiled or not
+    "model.attention",  # the same attention, by another kernel
+    "model.activation_checkpointing",  # the same activations, kept or recomputed
 )
 
 

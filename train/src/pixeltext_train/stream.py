@@ -118,6 +118,7 @@ class SampleStream:
         if self.state.rng is not None:
             self.rng.bit_generator.state = self.state.rng
         self._buffer: list[tuple[Address, dict]] = []
+        self._before_last: tuple[int, Address, dict[str, Any]] | None = None  # pick, address, rng state
 
     def shards(self, epoch: int) -> list[str]:
         """The epoch's shards for this reader, in reading order."""
@@ -126,17 +127,24 @@ class SampleStream:
             order = [order[i] for i in np.random.default_rng([self.seed, epoch]).permutation(len(order))]
         return order[self.reader :: self.readers] if len(order) >= self.readers else order
 
-    def snapshot(self) -> StreamState:
-        """The state after the last delivered sample."""
+    def snapshot(self, before_last: bool = False) -> StreamState:
+        """The state after the last delivered sample, or just before it was picked from the
+        buffer (``before_last``: a stream restored there delivers that sample again, first)."""
         state = self.state
+        buffer = [address for address, _ in self._buffer]
+        rng, delivered = self.rng.bit_generator.state, state.delivered
+        if before_last and self._before_last is not None:
+            pick, address, rng = self._before_last
+            buffer.append(buffer[pick] if pick < len(buffer) else address)  # undo the swap-remove
+            buffer[pick], delivered = address, delivered - 1
         return StreamState(
-            state.epoch,
-            state.shard,
-            state.sample,
-            [address for address, _ in self._buffer],
-            self.rng.bit_generator.state,
-            self.budget.count,
-            state.delivered,
+            epoch=state.epoch,
+            shard=state.shard,
+            sample=state.sample,
+            buffer=buffer,
+            rng=rng,
+            skipped=self.budget.count,
+            delivered=delivered,
         )
 
     def __iter__(self) -> Iterator[dict]:
@@ -154,10 +162,12 @@ class SampleStream:
                     self._buffer.append(item)
                 if not self._buffer:
                     break
+                before = self.rng.bit_generator.state
                 pick = int(self.rng.integers(len(self._buffer))) if self.buffer_size else 0
-                _, sample = self._buffer[pick]
+                address, sample = self._buffer[pick]
                 self._buffer[pick] = self._buffer[-1]
                 self._buffer.pop()
+                self._before_last = (pick, address, before)
                 state.delivered += 1
                 yield sample
             if not self.training:

@@ -51,8 +51,15 @@ def build(cfg: DictConfig) -> tuple[ShardDataModule, PixelTextLM]:
         render=data.manifest["render"],
         tokenizer=data.manifest["tokenizer"],
         run=run_identity(cfg, data.identity()),
+        compile=uses_compile(cfg),
     )
     return data, module
+
+
+def uses_compile(cfg: DictConfig) -> bool:
+    """``trainer.compile``; unset: on a GPU, not on a CPU (where compiling costs more than it gains)."""
+    chosen = cfg.trainer.get("compile")
+    return torch.cuda.is_available() if chosen is None else bool(chosen)
 
 
 class ContinuedCSVLogger(CSVLogger):
@@ -106,7 +113,10 @@ class StepTimer(Timer):
 
 def trainer_for(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> L.Trainer:
     options: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
+    options.pop("compile", None)  # (the module compiles its blocks: PixelTextLM.configure_model)
     options["precision"] = options.get("precision") or default_precision()
+    if isinstance(options.get("strategy"), dict):  # e.g. trainer=fsdp: a strategy object with settings
+        options["strategy"] = instantiate(options["strategy"])
     loggers: list = [ContinuedCSVLogger(run_dir, metrics_history(resume))]
     if cfg.tensorboard:
         carry_tensorboard(resume, run_dir)
