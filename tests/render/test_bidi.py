@@ -1,5 +1,8 @@
-"""UAX #9 implicit levels and L2 reordering on small hand-checked cases."""
+"""UAX #9 levels and L2 reordering: hand-checked cases, and Unicode's own conformance file."""
 
+import pytest
+
+from pixeltext_render.assets import assets_dir
 from pixeltext_render.bidi import embedding_levels, visual_order
 
 
@@ -25,3 +28,36 @@ def test_visual_order_reverses_right_to_left_runs():
     assert visual_order([0, 1, 1, 0]) == [0, 2, 1, 3]
     assert visual_order([1, 2, 2, 1]) == [3, 1, 2, 0]
     assert visual_order([]) == []
+
+
+def test_a_bracket_pair_takes_one_direction():
+    # rule N0: the pair around Hebrew inside a left-to-right paragraph is right to left, both halves
+    levels = embedding_levels("a בב(גג) d").tolist()
+    assert levels[4] == levels[7] == 1
+    # ... and around Latin inside a right-to-left paragraph, the paragraph's (context is Hebrew)
+    assert embedding_levels("שלום (abc) עולם").tolist()[5:10] == [1, 2, 2, 2, 1]
+
+
+@pytest.mark.slow
+def test_levels_match_unicodes_conformance_cases():
+    """Every case of Unicode's BidiCharacterTest.txt (15.0.0) without explicit embedding or
+    isolate controls (which pixeltext ignores): the levels of the characters X9 keeps."""
+    path = assets_dir() / "unicode" / "BidiCharacterTest.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} could not be fetched (apt-get download unicode-data: not a Debian machine)")
+    explicit = {*range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+    cases, failed = 0, []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        codes, direction, _, levels, _ = line.split(";")
+        points = [int(code, 16) for code in codes.split()]
+        if explicit.intersection(points):
+            continue
+        got = embedding_levels("".join(map(chr, points)), None if direction == "2" else int(direction))
+        cases += 1
+        if any(
+            want != "x" and int(want) != int(have) for want, have in zip(levels.split(), got, strict=True)
+        ):
+            failed.append(codes)
+    assert cases > 90_000 and not failed, f"{len(failed)} of {cases} cases differ, e.g. {failed[:3]}"

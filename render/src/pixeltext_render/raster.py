@@ -121,13 +121,16 @@ class InkCache:
         drawn = [(ink, x, y) for ink, x, y in zip(inks, glyphs.x, glyphs.y, strict=True) if len(ink.packed)]
         if not drawn:
             return Ink(np.zeros(0, g.ink_dtype), 0, 0, colors)
-        packed = np.concatenate([ink.packed for ink, _, _ in drawn])
-        shifts = np.array([(x - y * g.stride) * 256 for _, x, y in drawn], g.ink_dtype)
+        # (in 64 bits: a glyph shifted far off the strip, e.g. the 200th mark stacked on a letter,
+        # would wrap around 32; what lands outside the strip's rows is dropped before packing back)
+        packed = np.concatenate([ink.packed for ink, _, _ in drawn]).astype(np.int64)
+        shifts = np.array([(x - y * g.stride) * 256 for _, x, y in drawn], np.int64)
         packed += np.repeat(shifts, [len(ink.packed) for ink, _, _ in drawn])
         left = min(0, min(x + ink.left for ink, x, _ in drawn))
         right = max(x + ink.right for ink, x, _ in drawn)
         inside = (packed >= 0) & (packed < g.height * g.stride * 256)
-        return Ink(packed if inside.all() else packed[inside], left, max(right, 0), colors)
+        packed = packed if inside.all() else packed[inside]
+        return Ink(packed.astype(g.ink_dtype), left, max(right, 0), colors)
 
 
 class Canvas:

@@ -115,6 +115,7 @@ class Renderer:
         self._capacity = (
             patch * (self.config.max_patches - 1) - self.config.margin_left - self.config.margin_right
         )
+        self._right_limit = patch * (self.config.max_patches - 1) - self.config.margin_right
 
     def _centred_baseline(self) -> int:
         """Centre the main font's capital height and descender in the strip's height."""
@@ -150,15 +151,18 @@ class Renderer:
         layout = self._layout(text)
         cuts = _Cuts(layout, encoding)
         strips = []
-        start, first_token, capacity = 0, 0, self._capacity
+        start, first_token, capacity, before = 0, 0, self._capacity, None
         while not strips or start < len(text):
-            end, end_token, overflow = cuts.next(start, capacity)
+            end, end_token, overflow = cuts.next(start, capacity, before)
             placed = self._place(layout, start, end, self.config.margin_left)
             image, ink_right = self.canvas.draw(placed.origins, placed.line)
             right = max(placed.right, ink_right)
             needed = self._patches_for(right) if end > start else 0
             if needed > self.config.max_patches - 1 and not overflow:
-                capacity -= right - placed.right  # ink overhangs the pen: cut earlier
+                # placed wider than the layout's advances said (ink overhanging the pen, or a
+                # cluster shaped anew where it is cut): end earlier than this, which terminates
+                over = max(right - placed.right, right - self._right_limit, 1)
+                capacity, before = capacity - over, end
                 continue
             used = min(needed, self.config.max_patches - 1)
             self.canvas.finish(image, [used], used)
@@ -176,7 +180,7 @@ class Renderer:
                     overflow=overflow,
                 )
             )
-            start, first_token, capacity = end, end_token, self._capacity
+            start, first_token, capacity, before = end, end_token, self._capacity, None
         return RenderedDocument(text, normalized.changed, strips)
 
     def render_pair(self, text: str, text_pair: str) -> PairStrip:
@@ -190,16 +194,18 @@ class Renderer:
         layouts = [self._layout(t) for t in texts]
         ends = [len(t) for t in texts]
         token_ends = [len(e) for e in encodings]
+        # where each text may be cut (token starts between characters), and how far each cut is
+        cuts = [np.sort(e.clean_breaks()) for e in encodings]
+        kept = [int(np.searchsorted(c, len(e))) for c, e in zip(cuts, encodings, strict=True)]
         truncated = False
         while True:
             widths = [int(layout.widths[end]) for layout, end in zip(layouts, ends, strict=True)]
             first_patches = self._patches_for(margin + widths[0])
             if first_patches + 1 + self._patches_for(margin + widths[1]) <= self.config.max_patches - 1:
                 break
-            longer = int(widths[1] > widths[0])
-            cuts = encodings[longer].clean_breaks()
-            cuts = cuts[cuts < token_ends[longer]]
-            token_ends[longer] = int(cuts[-1]) if len(cuts) else 0
+            longer = int(widths[1] > widths[0])  # drop the last whole token of the longer text
+            kept[longer] = max(kept[longer] - 1, 0)
+            token_ends[longer] = int(cuts[longer][kept[longer]]) if kept[longer] else 0
             ends[longer] = int(encodings[longer].spans[token_ends[longer], 0]) if token_ends[longer] else 0
             truncated = True
         first = self._place(layouts[0], 0, ends[0], margin)
@@ -355,17 +361,23 @@ class _Cuts:
     def token_at(self, position: int) -> int:
         return int(self._breaks[1][np.searchsorted(self.at, position)])
 
-    def next(self, start: int, capacity: int) -> tuple[int, int, bool]:
-        """``(end, end token, overflow)`` of the longest strip from ``start`` that fits."""
+    def next(self, start: int, capacity: int, before: int | None = None) -> tuple[int, int, bool]:
+        """``(end, end token, overflow)`` of the longest strip from ``start`` that fits in
+        ``capacity`` pixels of advance, ending before ``before`` if given (an end that was
+        placed and found too wide)."""
         text, widths = self.layout.text, self.layout.widths
-        if widths[len(text)] - widths[start] <= capacity:
+        if before is None and widths[len(text)] - widths[start] <= capacity:
             return len(text), len(self.encoding), False
         limit = int(np.searchsorted(widths, widths[start] + capacity, side="right")) - 1
+        if before is not None:
+            limit = min(limit, before - 1)
         end = _last_in(self.preferred, start, limit)
         if end is None:
             if self._fallback is None:
                 self._fallback = np.intersect1d(self.at, grapheme_starts(text))
             end = _last_in(self._fallback, start, limit)
+        if end is None:  # one grapheme wider than the strip (a ZWJ chain): split it by token
+            end = _last_in(self.at, start, limit)
         if end is not None:
             return end, self.token_at(end), False
         later = self.at[self.at > start]  # nothing fits: take the shortest unit, clipped

@@ -71,7 +71,9 @@ def piece_bounds(text: str) -> list[int]:
 
 
 def _cut_long(text: str, start: int, end: int) -> list[int]:
-    """Ends of the sub-pieces of ``text[start:end]``, at least MAX_PIECE_CHARS long each."""
+    """Ends of the sub-pieces of ``text[start:end]``: at grapheme boundaries, each at least
+    MAX_PIECE_CHARS long, and a grapheme longer than 4 * MAX_PIECE_CHARS (a ZWJ or combining
+    chain) cut every MAX_PIECE_CHARS characters, so a piece is never much wider than its text."""
     if end - start <= MAX_PIECE_CHARS:
         return [end]
     cuts, mark = [], start
@@ -79,4 +81,9 @@ def _cut_long(text: str, start: int, end: int) -> list[int]:
         if start + offset - mark >= MAX_PIECE_CHARS:
             mark = start + offset
             cuts.append(mark)
-    return [*cuts, end]
+    ends = []
+    for a, b in pairwise([start, *cuts, end]):
+        if b - a > 4 * MAX_PIECE_CHARS:
+            ends.extend(range(a + MAX_PIECE_CHARS, b, MAX_PIECE_CHARS))
+        ends.append(b)
+    return ends
