@@ -14,7 +14,8 @@ PIP_INSTALL := $(BIN)/python -m pip install --no-compile --disable-pip-version-c
 INSTALLED := $(VENV)/.installed
 
 # make render: CORPUS (paths or globs, default: the English Wikipedia sample), OUT, TEXT_FIELD,
-# SHARD_SAMPLES, WORKERS, RUNNER, and BEAM_ARGS passed to Beam as they are.
+# SHARD_SAMPLES, WORKERS, RUNNER (DirectRunner, DaskRunner, ...), DASK_ADDRESS (DaskRunner: a running
+# cluster's scheduler; default a local cluster), and BEAM_ARGS passed to Beam as they are.
 OUT ?= outputs/shards
 # make demo: DEMO_BUDGET=full (about 20 minutes on 2 cores) or smoke (about a minute)
 DEMO_BUDGET ?= full
@@ -51,7 +52,8 @@ lint: install
 render: install
 	$(BIN)/pixeltext-render run --out '$(OUT)' $(foreach c,$(CORPUS),--corpus '$(c)') \
 		$(if $(TEXT_FIELD),--text-field '$(TEXT_FIELD)') $(if $(SHARD_SAMPLES),--shard-samples $(SHARD_SAMPLES)) \
-		$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUNNER),--runner $(RUNNER)) $(BEAM_ARGS)
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUNNER),--runner $(RUNNER)) \
+		$(if $(DASK_ADDRESS),--dask-address '$(DASK_ADDRESS)') $(BEAM_ARGS)
 
 demo: install
 	$(BIN)/python eval/demo.py --budget $(DEMO_BUDGET) --out '$(DEMO_OUT)'

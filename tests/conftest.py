@@ -171,7 +171,7 @@ def corrupt_shards(tiny_shards, tmp_path_factory) -> Path:
     cut off inside its first sample: ``len(CORRUPTIONS) + 1`` skips in a pass over every shard."""
     out = tmp_path_factory.mktemp("corrupt-shards") / "shards"
     shutil.copytree(tiny_shards, out)
-    shards = json.loads((out / "manifest.json").read_text())["shards"]
+    shards = [json.loads(line) for line in (out / "shards.jsonl").read_text().splitlines()]
     largest = out / max(shards[2:], key=lambda shard: shard["samples"])["name"]
     with tarfile.open(largest) as archive:
         keys = sorted({m.name.split(".", 1)[0] for m in archive.getmembers()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -36,8 +37,8 @@ from pixeltext_render.pipeline import (
     shard_of,
 )
 from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
-from pixeltext_render.shards import JobConflict, read_manifest, tar_bytes
-from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, match_corpus
+from pixeltext_render.shards import JobConflict, read_manifest, read_rejections, read_shard_index, tar_bytes
+from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, Rejection
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,6 +67,11 @@ def corpus(tmp_path_factory, wiki) -> Path:
     return folder
 
 
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path: what byte-identical output compares."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def job(corpus_folder: Path, out: Path, **options) -> RenderJob:
     read = options.pop("read", ReadOptions())
     return RenderJob((f"{corpus_folder}/*",), str(out), read, **options)
@@ -80,10 +86,11 @@ def shards(tmp_path_factory, corpus) -> Path:
 
 def test_shards_read_back_with_webdataset(shards, wiki, renderer):
     manifest = read_manifest(str(shards))
-    names = [s["name"] for s in manifest["shards"]]
-    assert names == [f"shard-{i:06d}.tar" for i in range(len(names))] and len(names) > 1
+    index = list(read_shard_index(str(shards)))
+    names = [s["name"] for s in index]
+    assert names == [f"shard-{i:06d}.tar" for i in range(manifest["index"]["shards"])] and len(names) > 1
     samples = [decode_sample(s) for s in wds.WebDataset([str(shards / n) for n in names], shardshuffle=False)]
-    assert len(samples) == manifest["totals"]["strips"] == sum(s["samples"] for s in manifest["shards"])
+    assert len(samples) == manifest["totals"]["strips"] == sum(s["samples"] for s in index)
     by_document: dict[str, list] = {}
     for sample in samples:
         assert sample.key == f"{sample.meta['document']}_{sample.meta['strip']:04d}"
@@ -127,22 +134,18 @@ def test_manifest_describes_renderer_tokenizer_and_files(shards):
     assert manifest["render"]["fingerprint"] == Renderer().fingerprint
     assert manifest["tokenizer"]["vocab_size"] == 32000
     assert len(manifest["render"]["fonts"]) == len(RenderConfig().fonts)
-    for shard in manifest["shards"]:
+    for shard in read_shard_index(str(shards)):
         data = (shards / shard["name"]).read_bytes()
-        assert shard["bytes"] == len(data)
-        import hashlib
-
-        assert shard["sha256"] == hashlib.sha256(data).hexdigest()
+        assert shard["bytes"] == len(data) and shard["sha256"] == hashlib.sha256(data).hexdigest()
+    index = (shards / "shards.jsonl").read_bytes()
+    assert manifest["index"]["sha256"] == hashlib.sha256(index).hexdigest()
     assert set(manifest["totals"]) >= {"documents", "strips", "characters", "tokens", "rejected"}
 
 
 def test_same_bytes_with_one_or_two_workers(tmp_path, corpus, shards):
     out = tmp_path / "again"
     run(job(corpus, out, shard_samples=10), workers=2, progress=False)
-    names = sorted(p.name for p in shards.glob("shard-*.tar"))
-    assert names == sorted(p.name for p in out.glob("shard-*.tar"))
-    for name in [*names, "manifest.json", "rejected.jsonl"]:
-        assert (out / name).read_bytes() == (shards / name).read_bytes(), name
+    assert folder_bytes(out) == folder_bytes(shards)
 
 
 def test_a_different_job_into_the_same_folder_is_refused(shards, corpus):
@@ -171,7 +174,7 @@ def test_bad_records_are_rejected_and_good_ones_kept(tmp_path, wiki):
     (folder / "broken.parquet").write_bytes(b"PAR1" + os.urandom(2000))
     out = tmp_path / "out"
     run(job(folder, out, read=ReadOptions(max_chars=100_000)), workers=1, progress=False)
-    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    rejected = list(read_rejections(str(out)))
     by_source = {r["source"]: r["reason"] for r in rejected}
     assert set(by_source) == {f"records.jsonl:{n}" for n in (2, 3, 4, 5, 6, 7)} | {"broken.parquet"}
     assert by_source["records.jsonl:2"] == "empty text"
@@ -219,23 +222,19 @@ def test_every_input_format(tmp_path):
     )
     (folder / "c.txt").write_text("A whole file is one document.\nEven with two lines.", encoding="utf-8")
     read = ReadOptions(text_field="body", id_field="doc_id")
-    files = match_corpus([f"{folder}/*"])
-    assert [f.name for f in files] == ["a.parquet", "b.jsonl.zst", "c.txt"]
     with local_pipeline() as pipeline:
-        documents = pipeline | ReadCorpus(files, read)
+        records = pipeline | ReadCorpus([str(folder)], read)
         assert_that(
-            documents.documents | beam.Map(lambda d: d.key[:4] if d.key.startswith("src-") else d.key),
-            equal_to(["p1", "p2", "z1", "src-"]),
-            label="keys",
+            records | beam.Map(lambda d: (d.name, d.key[:4] if d.key.startswith("src-") else d.key)),
+            equal_to([("a.parquet", "p1"), ("a.parquet", "p2"), ("b.jsonl.zst", "z1"), ("c.txt", "src-")]),
         )
-        assert_that(documents.rejected, equal_to([]), label="none rejected")
     lines = tmp_path / "lines"
     lines.mkdir()
     (lines / "one-per-line.txt").write_text("first\n\nsecond\nthird\n", encoding="utf-8")
     with local_pipeline() as pipeline:
-        read_lines = pipeline | ReadCorpus(match_corpus([str(lines / "*.txt")]), ReadOptions(lines=True))
+        read_lines = pipeline | ReadCorpus([str(lines / "*.txt")], ReadOptions(lines=True))
         assert_that(
-            read_lines.documents | beam.Map(lambda d: (d.source, d.text)),
+            read_lines | beam.Map(lambda d: (d.source, d.text)),
             equal_to(
                 [
                     ("one-per-line.txt:1", "first"),
@@ -247,19 +246,19 @@ def test_every_input_format(tmp_path):
 
 
 def test_assign_shards_puts_each_document_in_exactly_one_shard():
-    documents = [Document(f"doc{i}", f"f:{i}", "word " * (400 * (i % 5 + 1))) for i in range(40)]
-    config = RenderConfig()
+    documents = [Document(f"doc{i}", "f", i, "word " * (400 * (i % 5 + 1))) for i in range(40)]
+    documents.append(Rejection("bad", "f:41", "a reason"))
 
     def check(grouped):
         shards = sorted(index for index, _ in grouped)
-        assert shards == list(range(len(shards))) and len(shards) > 1
+        assert shards == list(range(7))
         placed = [doc.key for _, docs in grouped for doc in docs if doc is not None]
         assert sorted(placed) == sorted(d.key for d in documents)
         for index, docs in grouped:
             assert all(shard_of(d.key, len(shards)) == index for d in docs if d is not None)
 
     with local_pipeline() as pipeline:
-        grouped = pipeline | beam.Create(documents) | AssignShards(shard_samples=3, config=config)
+        grouped = pipeline | beam.Create(documents) | AssignShards(shards=7)
         assert_that(
             grouped | beam.Map(lambda kv: (kv[0], list(kv[1]))) | beam.combiners.ToList(),
             lambda lists: check(lists[0]),
@@ -300,9 +299,7 @@ def test_the_pipeline_graph_builds_for_cluster_runners(flags, corpus, tmp_path):
     runner = flags[0].split("=")[1]
     render_job = job(corpus, "gs://my-bucket/shards" if runner == "DataflowRunner" else tmp_path)
     pipeline = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
-    build(
-        pipeline, render_job, match_corpus(list(render_job.corpus)), manifest_header(render_job, Renderer())
-    )
+    build(pipeline, render_job, list(render_job.corpus), 3, manifest_header(render_job, Renderer()))
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"Read", "RenderShards", "Summary"} <= names
@@ -365,7 +362,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(tmp_path, corpus):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while len(list((resumed / ".parts").glob("*.json"))) < 3 and time.monotonic() < deadline:
+    while len(list((resumed / ".parts").glob("shard-*.json"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()

@@ -36,8 +36,8 @@ def test_every_broken_sample_and_shard_is_counted_once_and_named(corrupt_shards,
     stream = every_sample(corrupt_shards)
     keys = [key for batch in stream for key in batch.keys]
     clean = [key for batch in every_sample(tiny_shards) for key in batch.keys]
-    manifest = json.loads((tiny_shards / "manifest.json").read_text())
-    lost = manifest["shards"][1]["samples"]  # shard 1 is cut inside its first sample
+    index = [json.loads(line) for line in (tiny_shards / "shards.jsonl").read_text().splitlines()]
+    lost = index[1]["samples"]  # shard 1 is cut inside its first sample
     assert len(keys) == len(clean) - len(CORRUPTIONS) - lost and set(keys) < set(clean)
     assert stream.errors.count == len(CORRUPTIONS) + 1  # the samples and one truncated shard
     messages = [r.getMessage() for r in caplog.records]
@@ -87,19 +87,32 @@ def test_training_counts_skipped_samples_in_metrics(make_config, corrupt_shards,
     assert skipped and skipped == sorted(skipped) and skipped[-1] >= 1
 
 
-def crafted_manifest(tiny_shards: Path, folder: Path, name: str) -> Path:
+def crafted_manifest(tiny_shards: Path, folder: Path, field: str, value: object) -> Path:
     shutil.copytree(tiny_shards, folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["shards"][1]["name"] = name
+    manifest["index"][field] = value
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
 
-@pytest.mark.parametrize("name", ["x.tar; touch {marker} #", "../elsewhere/shard-000001.tar", "/etc/passwd"])
-def test_a_manifest_naming_anything_but_a_shard_file_is_refused(make_config, tiny_shards, tmp_path, name):
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("file", "x.jsonl; touch {marker} #"),
+        ("file", "../elsewhere/shards.jsonl"),
+        ("shards", "3; touch {marker}"),
+        ("shards", -1),
+        ("shards", True),
+    ],
+)
+def test_a_manifest_can_name_no_file_and_a_crafted_index_is_refused(
+    make_config, tiny_shards, tmp_path, field, value
+):
+    """Shards are named by number from the count; the index entry can only be the count."""
     marker = tmp_path / "ran"
-    shards = crafted_manifest(tiny_shards, tmp_path / "shards", name.format(marker=marker))
-    with pytest.raises(ManifestError, match=r"shards\[1\]\.name") as error:
+    value = value.format(marker=marker) if isinstance(value, str) else value
+    shards = crafted_manifest(tiny_shards, tmp_path / "shards", field, value)
+    with pytest.raises(ManifestError, match=rf"index\.{field}") as error:
         train(
             make_config("experiment=pixel", f"data.shards={shards}", "trainer.max_steps=2"), tmp_path / "run"
         )
@@ -124,7 +137,7 @@ def _patch_size_as_text(manifest: dict) -> None:
     [
         ("{not json", "not valid JSON"),
         ("[" * 100_000, "not valid JSON"),
-        ('{"format": "pixeltext-shards/1"}', "render.config"),
+        ('{"format": "pixeltext-shards/2"}', "render.config"),
         (_without_vocabulary, "tokenizer.vocab_size"),
         (_bos_beyond_vocabulary, "tokenizer.bos_id is .* outside the vocabulary"),
         (_patch_size_as_text, "render.config is not a render config"),

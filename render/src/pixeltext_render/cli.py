@@ -84,13 +84,14 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         corpus, args.out.rstrip("/"), read, _load_config(args.config), args.tokenizer, args.shard_samples
     )
     start = time.perf_counter()
-    manifest = run(job, args.runner, args.workers, beam_args, progress=not args.quiet)
+    address = args.dask_address or os.environ.get("DASK_ADDRESS") or None
+    manifest = run(job, args.runner, args.workers, beam_args, not args.quiet, address)
     seconds = time.perf_counter() - start
     totals = manifest["totals"]
     print(
         f"rendered {totals['documents']} documents into {totals['strips']} strips in {totals['shards']} "
         f"shards ({totals['bytes'] / 1e6:.1f} MB, {totals['strips'] / seconds:.0f} strips/s); "
-        f"{totals['rejected']} rejected (see rejected.jsonl), {totals['missing_glyphs']} missing glyphs, "
+        f"{totals['rejected']} rejected (see rejected/), {totals['missing_glyphs']} missing glyphs, "
         f"{totals['changed_chars']} characters changed by normalisation -> {job.out}"
     )
     return 0
@@ -138,11 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--lines", action="store_true", help="plain text: one document per line, not per file")
     job.add_argument("--max-chars", type=int, default=5_000_000, help="reject longer documents")
     job.add_argument("--shard-samples", type=int, default=1000, help="about this many strips per shard")
-    job.add_argument("--workers", type=int, default=0, help="local worker processes (default: all cores)")
+    job.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="local worker processes, DirectRunner or DaskRunner (default: cores)",
+    )
     job.add_argument(
         "--runner",
         default="DirectRunner",
-        help="DirectRunner, DataflowRunner, FlinkRunner, SparkRunner, PortableRunner",
+        help="DirectRunner, DaskRunner, DataflowRunner, FlinkRunner, SparkRunner, PortableRunner",
+    )
+    job.add_argument(
+        "--dask-address",
+        help="DaskRunner: scheduler of a running cluster, tcp://host:8786 (default: $DASK_ADDRESS, "
+        "else a local cluster of --workers processes made for the job)",
     )
     job.add_argument("--config", help="render config as JSON or YAML")
     job.add_argument("--tokenizer", default="sentencepiece", help="bytes | sentencepiece[:PATH] | hf:PATH")
@@ -169,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(level)
 
     from pixeltext_render.assets import AssetError
+    from pixeltext_render.dask_cluster import DaskUnavailable
     from pixeltext_render.fonts import FontError
     from pixeltext_render.shards import JobConflict
 
     try:
         return args.run(args, unknown) if passes_unknown else args.run(args)
-    except (AssetError, FontError, JobConflict, FileNotFoundError, ValueError) as error:
+    except (AssetError, DaskUnavailable, FontError, JobConflict, FileNotFoundError, ValueError) as error:
         print(f"pixeltext-render {args.command}: error: {error}", file=sys.stderr)
         return 2
 

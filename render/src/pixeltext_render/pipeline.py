@@ -1,14 +1,19 @@
 """The render job: an Apache Beam pipeline from corpus files to WebDataset shards.
 
-    ReadCorpus      files -> documents, and rejections for bad records or files
-    AssignShards    documents -> shard index, by a hash of the document key; the number of
-                    shards follows from the corpus size (about ``shard_samples`` strips each)
-    RenderShards    each shard's documents, sorted by key, rendered and written as one tar
-    WriteSummary    manifest.json and rejected.jsonl, from every shard's part record
+    ReadCorpus      patterns -> files (matched by the workers) -> documents and rejections
+    AssignShards    each -> shard index, by a hash of its key; the number of shards follows
+                    from the corpus size (about ``shard_samples`` strips each)
+    RenderShards    each shard's documents, sorted by key, rendered and written as one tar,
+                    with its part record (counts and rejections)
+    WriteSummary    blocks of parts -> index and rejection parts -> shards.jsonl, manifest.json
 
 Only document text crosses the shuffle; pixels are made where the shard is written. Each
 shard depends on nothing but its own documents, so the output is the same whatever the
 runner or the number of workers, and a rerun skips shards that are already complete.
+
+The graph is one chain to one final sink, every output comes from ``process`` (none from
+``finish_bundle``), with no tagged outputs and no metrics: Beam's DaskRunner computes only
+the last sink, drops ``finish_bundle`` outputs, and neither separates tags nor reports metrics.
 """
 
 from __future__ import annotations
@@ -20,36 +25,39 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pixeltext_render.config import RenderConfig
+from pixeltext_render.dask_cluster import DASK_RUNNER, dask_cluster
 from pixeltext_render.renderer import RenderedDocument, Renderer
 from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, key_hash, sample_key, shard_name
 from pixeltext_render.shards import (
+    BLOCK_SHARDS,
+    PARTS,
     ShardPart,
+    add_totals,
     claim,
     finished_part,
+    join,
+    read_bytes,
     read_manifest,
     tar_bytes,
+    write_atomically,
+    write_block,
     write_shard,
     write_summary,
 )
-from pixeltext_render.sources import (
-    REJECTED_TAG,
-    CorpusFile,
-    ReadCorpus,
-    ReadOptions,
-    Rejection,
-    match_corpus,
-)
+from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, Rejection, resolve_pattern
 
 LOCAL_RUNNERS = ("DirectRunner",)
+RUNNER_NAMES = {"DaskRunner": DASK_RUNNER}  # runners Beam knows only by their full name
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,12 @@ class RenderJob:
     config: RenderConfig = field(default_factory=RenderConfig)
     tokenizer: str = "sentencepiece"
     shard_samples: int = 1000
+
+    def __post_init__(self):
+        if self.shard_samples < 1:
+            raise ValueError(f"shard_samples is {self.shard_samples}: a shard holds at least 1 strip")
+        if not self.corpus:
+            raise ValueError("no corpus: give at least one file, folder or pattern")
 
     def identity(self, renderer: Renderer) -> dict[str, Any]:
         """What decides the output: a rerun into the same OUT must have the same identity."""
@@ -79,29 +93,55 @@ def estimated_strips(characters: int, config: RenderConfig) -> int:
     return max(1, math.ceil(characters * 0.5 * config.font_size / capacity))
 
 
+def estimate_path(out: str) -> str:
+    return join(out, PARTS, "estimated-strips.json")
+
+
+def _estimate(record: Document | Rejection, config: RenderConfig) -> int:
+    return estimated_strips(len(record.text), config) if isinstance(record, Document) else 0
+
+
 def shard_of(key: str, shards: int) -> int:
     return key_hash(key) % shards
 
 
-class AssignShards(beam.PTransform):
-    """Documents -> ``(shard index, [documents])`` for every shard, empty ones included."""
+class EstimateStrips(beam.PTransform):
+    """Documents and rejections -> the strips they will make, estimated, written to ``path``
+    (the first of the job's two passes: the number of shards follows from it)."""
 
-    def __init__(self, shard_samples: int, config: RenderConfig):
+    def __init__(self, config: RenderConfig, path: str):
         super().__init__()
-        self.shard_samples, self.config = shard_samples, config
+        self.config, self.path = config, path
 
-    def expand(self, documents):
-        config, per_shard = self.config, self.shard_samples
-        count = (
-            documents
-            | "Estimate" >> beam.Map(lambda doc: estimated_strips(len(doc.text), config))
+    def expand(self, records):
+        config, path = self.config, self.path
+        return (
+            records
+            | "Estimate" >> beam.Map(lambda record: _estimate(record, config))
             | "Total" >> beam.CombineGlobally(sum)
-            | "Shards" >> beam.Map(lambda total: max(1, math.ceil(total / per_shard)))
+            | "Write" >> beam.Map(lambda total: write_atomically(path, json.dumps(total).encode()))
         )
-        keyed = documents | "Key" >> beam.Map(
-            lambda doc, shards: (shard_of(doc.key, shards), doc), shards=beam.pvalue.AsSingleton(count)
+
+
+class AssignShards(beam.PTransform):
+    """Documents and rejections -> ``(shard index, [them])`` for each of ``shards`` shards,
+    empty ones included (a rejection goes where its key hashes, so that shard writes it).
+
+    The count is a constant of the job, not a side input: the DaskRunner computes side inputs
+    wrongly (measured: a count of 2 arrived as 8)."""
+
+    def __init__(self, shards: int):
+        super().__init__()
+        self.shards = shards
+
+    def expand(self, records):
+        shards = self.shards
+        keyed = records | "Key" >> beam.Map(lambda record: (shard_of(record.key, shards), record))
+        every = (
+            records.pipeline
+            | "Count" >> beam.Create([shards])
+            | "Every" >> beam.FlatMap(lambda count: ((i, None) for i in range(count)))
         )
-        every = count | "Every" >> beam.FlatMap(lambda shards: [(i, None) for i in range(shards)])
         return (keyed, every) | "Union" >> beam.Flatten() | "Group" >> beam.GroupByKey()
 
 
@@ -111,18 +151,6 @@ class RenderShard(beam.DoFn):
     def __init__(self, job: RenderJob, progress_folder: str | None = None):
         self.job = job
         self.progress_folder = progress_folder
-        self.counters = {
-            name: Metrics.counter("pixeltext", name)
-            for name in (
-                "documents",
-                "strips",
-                "characters",
-                "tokens",
-                "missing_glyphs",
-                "changed_chars",
-                "rejected",
-            )
-        }
 
     def setup(self) -> None:
         self.renderer = Renderer(self.job.config, self.job.tokenizer)
@@ -136,9 +164,13 @@ class RenderShard(beam.DoFn):
             yield done
             return
         part = ShardPart(index, shard_name(index))
+        records = [r for r in documents if r is not None]
+        part.rejected = [asdict(r) for r in records if isinstance(r, Rejection)]
         samples: list[tuple[str, dict[str, bytes]]] = []
         seen: set[str] = set()
-        for doc in sorted((d for d in documents if d is not None), key=lambda d: (d.key, d.source)):
+        for doc in sorted(
+            (r for r in records if isinstance(r, Document)), key=lambda d: (d.key, d.name, d.position)
+        ):
             rendered = self._render(doc, part, seen)
             strips = rendered.strips if rendered else []
             for i, strip in enumerate(strips):
@@ -154,10 +186,6 @@ class RenderShard(beam.DoFn):
                 samples.append((sample_key(doc.key, i), members))
             self.progress.add(1 if strips else 0, len(strips))
         part.samples = len(samples)
-        for name in ("documents", "characters", "tokens", "missing_glyphs", "changed_chars"):
-            self.counters[name].inc(getattr(part, name))
-        self.counters["strips"].inc(part.samples)
-        self.counters["rejected"].inc(len(part.rejected))
         yield write_shard(self.job.out, part, tar_bytes(samples))
 
     def _render(self, doc, part: ShardPart, seen: set[str]) -> RenderedDocument | None:
@@ -172,7 +200,9 @@ class RenderShard(beam.DoFn):
             except Exception as error:
                 reason = f"render failed: {error!r}"
             else:
-                if any(strip.overflow for strip in rendered.strips):
+                if not rendered.text.strip():
+                    reason = "empty text after normalisation (only whitespace and control characters)"
+                elif any(strip.overflow for strip in rendered.strips):
                     reason = "a single unbreakable unit is wider than a strip; it would be cut"
         if reason:
             part.rejected.append(asdict(Rejection(doc.key, doc.source, reason)))
@@ -190,46 +220,58 @@ class RenderShard(beam.DoFn):
 
 
 class RenderShards(beam.PTransform):
-    def __init__(self, job: RenderJob, progress_folder: str | None):
+    def __init__(self, job: RenderJob, shards: int, progress_folder: str | None):
         super().__init__()
-        self.job, self.progress_folder = job, progress_folder
+        self.job, self.shards, self.progress_folder = job, shards, progress_folder
 
-    def expand(self, documents):
+    def expand(self, records):
         return (
-            documents
-            | "Assign" >> AssignShards(self.job.shard_samples, self.job.config)
+            records
+            | "Assign" >> AssignShards(self.shards)
             | "Render" >> beam.ParDo(RenderShard(self.job, self.progress_folder))
         )
 
 
 class WriteSummary(beam.PTransform):
-    """Every shard part and every rejection -> manifest.json and rejected.jsonl."""
+    """Shard parts -> blocks of index lines and rejections (written by the workers) -> their
+    totals, summed -> shards.jsonl and manifest.json."""
 
     def __init__(self, out: str, header: dict[str, Any]):
         super().__init__()
         self.out, self.header = out, header
 
-    def expand(self, inputs):
-        parts, rejections = inputs
-        listed = rejections | "Rejections" >> beam.Map(asdict) | "AllRejections" >> beam.combiners.ToList()
+    def expand(self, parts):
         out, header = self.out, self.header
         return (
             parts
-            | "AllParts" >> beam.combiners.ToList()
-            | "Write"
-            >> beam.Map(
-                lambda all_parts, rejected: write_summary(out, header, all_parts, rejected),
-                rejected=beam.pvalue.AsSingleton(listed),
-            )
+            | "Block" >> beam.Map(lambda part: (part.index // BLOCK_SHARDS, part))
+            | "Gather" >> beam.GroupByKey()
+            | "WriteBlock" >> beam.MapTuple(lambda block, members: write_block(out, block, list(members)))
+            | "Total" >> beam.CombineGlobally(add_totals)
+            | "Write" >> beam.Map(lambda totals: write_summary(out, header, totals))
         )
 
 
+def build_estimate(pipeline: beam.Pipeline, job: RenderJob, patterns: list[str]):
+    records = pipeline | "Read" >> ReadCorpus(patterns, job.read)
+    return records | "EstimateStrips" >> EstimateStrips(job.config, estimate_path(job.out))
+
+
 def build(
-    pipeline: beam.Pipeline, job: RenderJob, files: list[CorpusFile], header: dict, progress_folder=None
+    pipeline: beam.Pipeline,
+    job: RenderJob,
+    patterns: list[str],
+    shards: int,
+    header: dict,
+    progress_folder: str | None = None,
 ):
-    read = pipeline | "Read" >> ReadCorpus(files, job.read)
-    parts = read.documents | "RenderShards" >> RenderShards(job, progress_folder)
-    return (parts, read[REJECTED_TAG]) | "Summary" >> WriteSummary(job.out, header)
+    records = pipeline | "Read" >> ReadCorpus(patterns, job.read)
+    parts = records | "RenderShards" >> RenderShards(job, shards, progress_folder)
+    return parts | "Summary" >> WriteSummary(job.out, header)
+
+
+def shard_count(estimated_strips: int, shard_samples: int) -> int:
+    return max(1, math.ceil(estimated_strips / shard_samples))
 
 
 def manifest_header(job: RenderJob, renderer: Renderer) -> dict[str, Any]:
@@ -266,22 +308,47 @@ def run(
     workers: int = 0,
     beam_args: list[str] = (),
     progress: bool = True,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Run the job to completion and return its manifest."""
+    """Run the job to completion and return its manifest. ``DaskRunner`` runs on the cluster
+    at ``dask_address``, or on a local cluster of ``workers`` processes made for the job."""
     renderer = Renderer(job.config, job.tokenizer)  # fails early on missing fonts or tokenizer
-    files = match_corpus(list(job.corpus))
-    claim(job.out, job.identity(renderer))
+    for pattern in job.corpus:  # a pattern matching nothing fails here, before OUT is touched
+        resolve_pattern(pattern)
+    patterns = list(job.corpus)
+    runner = RUNNER_NAMES.get(runner, runner)
     workers = workers or os.cpu_count() or 1
-    local = runner in LOCAL_RUNNERS and progress
-    with tempfile.TemporaryDirectory(prefix="pixeltext-progress-") as folder:
-        watcher = _ProgressDisplay(folder) if local else None
-        try:
-            with beam.Pipeline(options=beam_options(runner, workers, beam_args)) as pipeline:
-                build(pipeline, job, files, manifest_header(job, renderer), folder if local else None)
-        finally:
-            if watcher:
-                watcher.stop()
+    beam_args = list(beam_args)
+    with ExitStack() as stack:
+        if runner == DASK_RUNNER:  # before anything is written: the cluster may not answer
+            address = stack.enter_context(dask_cluster(dask_address, workers))
+            beam_args.append(f"--dask_client_address={address}")
+        claim(job.out, job.identity(renderer))
+        local = progress and (runner in LOCAL_RUNNERS or (runner == DASK_RUNNER and not dask_address))
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pixeltext-progress-"))
+        options = beam_options(runner, workers, beam_args)
+        if not FileSystems.exists(estimate_path(job.out)):  # a rerun has it
+            _run_pipeline(options, stack, lambda pipeline: build_estimate(pipeline, job, patterns))
+        shards = shard_count(json.loads(read_bytes(estimate_path(job.out))), job.shard_samples)
+        if local:
+            stack.callback(_ProgressDisplay(folder).stop)
+        header = manifest_header(job, renderer)
+        progress_folder = folder if local else None
+        _run_pipeline(
+            options, stack, lambda pipeline: build(pipeline, job, patterns, shards, header, progress_folder)
+        )
     return read_manifest(job.out)
+
+
+def _run_pipeline(options: PipelineOptions, stack: ExitStack, construct) -> None:
+    """Build a pipeline with ``construct`` and run it to the end."""
+    pipeline = beam.Pipeline(options=options)
+    construct(pipeline)
+    result = pipeline.run()
+    client = getattr(result, "client", None)  # the DaskRunner leaves its client open
+    if client is not None:
+        stack.callback(client.close)
+    result.wait_until_finish()
 
 
 class _ProgressFile:

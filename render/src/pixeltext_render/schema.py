@@ -17,8 +17,9 @@ anyone with ``webdataset`` or ``tarfile``). One sample is one strip, its key
                     removed or replaced)
 ==================  ==================================================================
 
-A shard folder's ``manifest.json`` names the shards (``shard-NNNNNN.tar``) and carries the
-render config and tokenizer the strips were made with. Readers go through
+A shard folder's ``manifest.json`` says how many shards there are (named ``shard-NNNNNN.tar``
+from 0, so no name comes from the file) and carries the render config and tokenizer the
+strips were made with; ``shards.jsonl`` lists each shard's samples, bytes and hash. Readers go through
 :func:`parse_manifest` and :func:`decode_sample`, which check what they read against this
 contract: a file from elsewhere can name nothing outside the folder and make no reader index
 out of range.
@@ -44,9 +45,8 @@ from pixeltext_render.renderer import Strip
 PNG, TOKENS, ALIGN, TEXT, META = "png", "tokens.npy", "align.npy", "txt", "json"
 MEMBERS = (META, PNG, ALIGN, TOKENS, TEXT)
 PNG_LEVEL = 3  # zlib level: see `make bench` for the trade-off between speed and bytes
-FORMAT = "pixeltext-shards/1"
+FORMAT = "pixeltext-shards/2"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,80}")
-SHARD_NAME = re.compile(r"shard-[0-9]{6,}\.tar")  # no separator, no "..": a name inside the folder
 
 
 def shard_name(index: int) -> str:
@@ -250,7 +250,7 @@ class ManifestError(ValueError):
 
 def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     """A shard folder's manifest, checked: JSON, this format, the render config and tokenizer
-    readers rebuild, and every shard entry a plain shard name in the folder (``SHARD_NAME``).
+    readers rebuild, and the shard count (readers name the shards with :func:`shard_name`).
     ``where`` names the file in errors."""
     manifest = _json(data, where, ManifestError)
     if manifest.get("format") != FORMAT:
@@ -283,14 +283,12 @@ def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
                 f"{where}: tokenizer.{special} is {value}, outside the vocabulary of {vocabulary}"
             )
     field("totals", (dict,))
-    for number, shard in enumerate(field("shards", (list,))):
-        name = shard.get("name") if isinstance(shard, dict) else None
-        if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
-            raise ManifestError(
-                f"{where}: shards[{number}].name is {name!r}, not a shard name like {shard_name(0)} "
-                "(refusing the manifest: a shard must be a file in its folder)"
-            )
-        samples = shard.get("samples")
-        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
-            raise ManifestError(f"{where}: shards[{number}].samples is {samples!r}, not a count")
+    shards = field("index.shards", (int,))
+    if shards < 1:
+        raise ManifestError(f"{where}: index.shards is {shards}, not a positive count")
+    if field("index.file", (str,)) != "shards.jsonl":
+        raise ManifestError(f"{where}: index.file must be shards.jsonl (a file in the folder)")
+    field("index.sha256", (str,))
+    if field("rejected.parts", (int,)) < 0:
+        raise ManifestError(f"{where}: rejected.parts must not be negative")
     return manifest

@@ -1,9 +1,14 @@
 """What the render job leaves in OUT, written so that reruns are safe and bytes reproducible.
 
 - ``shard-NNNNNN.tar``: deterministic tar files (members sorted, mtime 0, no owner);
-- ``.parts/shard-NNNNNN.json``: each finished shard's counts, written before the shard is
-  renamed into place; a shard with both files is done, and a rerun skips it;
-- ``manifest.json``, ``rejected.jsonl``: written last, from the parts;
+- ``.parts/shard-NNNNNN.json``: each finished shard's counts and rejections, written before
+  the shard is renamed into place; a shard with both files is done, and a rerun skips it;
+- ``rejected/NNNNNN.jsonl``: the rejections of a block of ``BLOCK_SHARDS`` shards, one part per
+  block, written by the workers (a rejection goes to the shard its key hashes to);
+- ``shards.jsonl``: one line per shard (name, samples, bytes, sha256), streamed together from
+  the blocks' ``.parts/index-NNNNNN.jsonl``; readers stream it;
+- ``manifest.json``: small whatever the corpus size: header, totals, and the index's size and
+  hash; written last;
 - ``.pixeltext-job.json``: what the job is (render fingerprint, tokenizer, corpus, options),
   written first; a later run with a different job into the same OUT is refused.
 
@@ -18,6 +23,7 @@ import io
 import json
 import tarfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,8 +34,11 @@ from pixeltext_render.schema import MEMBERS, parse_manifest, shard_name
 JOB_FILE = ".pixeltext-job.json"
 PARTS = ".parts"
 MANIFEST = "manifest.json"
-REJECTED = "rejected.jsonl"
+REJECTED = "rejected"
+INDEX = "shards.jsonl"
 TEMPORARY = ".tmp-"
+BLOCK_SHARDS = 1000  # shards per index block and rejection part
+TOTALS = ("documents", "samples", "characters", "tokens", "missing_glyphs", "changed_chars", "bytes")
 
 
 class JobConflict(RuntimeError):
@@ -129,37 +138,74 @@ def claim(out: str, job: dict[str, Any]) -> None:
     write_atomically(path, json.dumps(job, sort_keys=True, indent=1).encode())
 
 
-def write_summary(
-    out: str, header: dict[str, Any], parts: list[ShardPart], rejections: list[dict[str, str]]
-) -> dict:
-    """Write ``rejected.jsonl`` and ``manifest.json``; remove leftover temporary files."""
+def block_name(block: int) -> str:
+    return f"{block:06d}.jsonl"
+
+
+def _jsonl(records: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records).encode()
+
+
+def write_block(out: str, block: int, parts: list[ShardPart]) -> dict[str, int]:
+    """Write one block's index lines and rejections; return the block's totals."""
     parts = sorted(parts, key=lambda p: p.index)
-    rejected = sorted(
-        rejections + [r for p in parts for r in p.rejected], key=lambda r: (r["key"], r["source"])
-    )
-    lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejected)
-    write_atomically(join(out, REJECTED), lines.encode())
-    totals = {
-        "documents": sum(p.documents for p in parts),
-        "strips": sum(p.samples for p in parts),
-        "characters": sum(p.characters for p in parts),
-        "tokens": sum(p.tokens for p in parts),
-        "missing_glyphs": sum(p.missing_glyphs for p in parts),
-        "changed_chars": sum(p.changed_chars for p in parts),
-        "rejected": len(rejected),
-        "shards": len(parts),
-        "bytes": sum(p.bytes for p in parts),
-    }
-    shards = [{"name": p.name, "samples": p.samples, "bytes": p.bytes, "sha256": p.sha256} for p in parts]
-    manifest = {**header, "shards": shards, "totals": totals}
+    index = [{"name": p.name, "samples": p.samples, "bytes": p.bytes, "sha256": p.sha256} for p in parts]
+    write_atomically(join(out, PARTS, "index-" + block_name(block)), _jsonl(index))
+    rejected = sorted((r for p in parts for r in p.rejected), key=lambda r: (r["key"], r["source"]))
+    write_atomically(join(out, REJECTED, block_name(block)), _jsonl(rejected))
+    totals = {name: sum(getattr(p, name) for p in parts) for name in TOTALS}
+    return {**totals, "shards": len(parts), "rejected": len(rejected), "blocks": 1}
+
+
+def add_totals(totals: list[dict[str, int]]) -> dict[str, int]:
+    summed: dict[str, int] = {}
+    for block in totals:
+        for name, value in block.items():
+            summed[name] = summed.get(name, 0) + value
+    return summed
+
+
+def write_summary(out: str, header: dict[str, Any], totals: dict[str, int]) -> dict:
+    """Stream the blocks' index lines into ``shards.jsonl``, then write ``manifest.json``;
+    remove leftover temporary files."""
+    digest = hashlib.sha256()
+    temporary = join(out, f"{INDEX}{TEMPORARY}{uuid.uuid4().hex}")
+    with FileSystems.create(temporary) as stream:
+        for block in range(totals["blocks"]):
+            data = read_bytes(join(out, PARTS, "index-" + block_name(block)))
+            digest.update(data)
+            stream.write(data)
+    FileSystems.rename([temporary], [join(out, INDEX)])
+    counts = {name: totals[name] for name in TOTALS if name != "samples"}
+    counts |= {"strips": totals["samples"], "shards": totals["shards"], "rejected": totals["rejected"]}
+    index = {"file": INDEX, "shards": totals["shards"], "sha256": digest.hexdigest()}
+    rejected = {"folder": REJECTED, "parts": totals["blocks"]}
+    manifest = {**header, "index": index, "rejected": rejected, "totals": counts}
     write_atomically(
         join(out, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode()
     )
-    leftovers = FileSystems.match([join(out, f"*{TEMPORARY}*"), join(out, PARTS, f"*{TEMPORARY}*")])
+    folders = ((), (PARTS,), (REJECTED,))
+    leftovers = FileSystems.match([join(out, *folder, f"*{TEMPORARY}*") for folder in folders])
     stale = [m.path for result in leftovers for m in result.metadata_list]
     if stale:
         FileSystems.delete(stale)
     return manifest
+
+
+def read_shard_index(out: str) -> Iterator[dict[str, Any]]:
+    """The lines of ``shards.jsonl``, one shard at a time, in shard order."""
+    with FileSystems.open(join(out, INDEX)) as stream:
+        for line in stream:
+            yield json.loads(line)
+
+
+def read_rejections(out: str) -> Iterator[dict[str, str]]:
+    """Every rejection line, part by part."""
+    parts = read_manifest(out)["rejected"]["parts"]
+    for block in range(parts):
+        with FileSystems.open(join(out, REJECTED, block_name(block))) as stream:
+            for line in stream:
+                yield json.loads(line)
 
 
 def read_manifest(out: str) -> dict[str, Any]:

@@ -1,35 +1,45 @@
-"""Reading corpora for the render job: Parquet, JSON Lines and plain text, on any filesystem
-Beam knows (local paths, ``gs://``, ``s3://``, ``hdfs://``), with every bad record turned
-into a counted rejection instead of a crash or a silent loss.
+"""Reading corpora for the render job: Parquet, JSON Lines and plain text (each optionally
+compressed), on any filesystem Beam knows (local paths, ``gs://``, ``s3://``, ``hdfs://``).
+
+Files are matched inside the pipeline (the job's request never lists them), a Parquet file is
+split across workers by row group, and every bad record or file becomes a ``Rejection`` in the
+same collection as the documents: no tagged outputs, which some runners do not separate.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import apache_beam as beam
+from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
+from pixeltext_render.compression import SUFFIXES, compression_suffix, open_decompressed
 from pixeltext_render.schema import is_safe_key
 
-_COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate")
 _GLOB = re.compile(r"[*?\[{]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-REJECTED_TAG = "rejected"
+_BOM = b"\xef\xbb\xbf"
+_BATCH_ROWS = 1024  # Parquet rows decoded at once
 
 
 @dataclass(frozen=True)
 class Document:
     key: str  # stable: the id field when there is one, else a hash of source and position
-    source: str  # "<file relative to the pattern's folder>:<line or row>"
+    name: str  # the file, relative to the folder all corpus patterns share
+    position: int  # line or row in the file, from 1
     text: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.name}:{self.position}"
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,17 @@ class Invalid(NamedTuple):
 @dataclass(frozen=True)
 class CorpusFile:
     path: str  # as the filesystem names it
-    name: str  # relative to the folder of the pattern that matched it
+    name: str  # relative to the corpus folder, printable (a name that is not UTF-8 is escaped)
+    size: int  # bytes, as stored
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """What one worker reads: a whole file, or one row group of a Parquet file."""
+
+    file: CorpusFile
+    row_group: int | None = None
+    first_row: int = 0  # rows of the file before this part
 
 
 @dataclass(frozen=True)
@@ -62,41 +82,72 @@ class ReadOptions:
     max_chars: int = 5_000_000  # longer documents are rejected
     max_control_fraction: float = 0.1  # more control characters than this: binary, rejected
 
+    @property
+    def max_bytes(self) -> int:
+        """A record longer than this in UTF-8 is too long whatever it holds."""
+        return 4 * self.max_chars
 
-def pattern_folder(pattern: str) -> str:
-    """The folder part of a pattern before any glob character (names are relative to it)."""
-    head = _GLOB.split(pattern, maxsplit=1)[0]
-    return head[: head.rfind("/") + 1]
+
+def _has_glob(pattern: str) -> bool:
+    return _GLOB.search(pattern) is not None
 
 
-def match_corpus(patterns: list[str]) -> list[CorpusFile]:
-    """Every file the patterns match, sorted; an error that names a pattern matching nothing."""
-    files: dict[str, CorpusFile] = {}
-    for pattern in patterns:
-        found = FileSystems.match([pattern])[0].metadata_list
-        if not found:
-            raise FileNotFoundError(f"corpus pattern {pattern!r} matches no file")
-        folder = pattern_folder(pattern)
-        for metadata in found:
-            name = metadata.path[len(folder) :] if metadata.path.startswith(folder) else metadata.path
-            files.setdefault(metadata.path, CorpusFile(metadata.path, name.lstrip("/") or metadata.path))
-    return sorted(files.values(), key=lambda f: f.path)
+def _matches_any(pattern: str) -> bool:
+    return bool(FileSystems.match([pattern], limits=[1])[0].metadata_list)
+
+
+def resolve_pattern(pattern: str) -> str:
+    """The pattern to match for what a user named: a folder means every file under it, a file
+    whose name holds glob characters (``data[1].jsonl``) means that file. Checked on the
+    launcher with one listing call each (matching stops at the first file)."""
+    if _has_glob(pattern):
+        if FileSystems.exists(pattern):
+            return glob.escape(pattern)
+    elif not pattern.endswith("/") and FileSystems.exists(pattern):
+        folder = pattern + "/**"
+        return folder if _matches_any(folder) else pattern
+    else:
+        folder = pattern.rstrip("/") + "/**"
+        if _matches_any(folder):
+            return folder
+    if not _matches_any(pattern):
+        raise FileNotFoundError(f"corpus pattern {pattern!r} matches no file")
+    return pattern
+
+
+def corpus_folder(patterns: Iterable[str]) -> str:
+    """The folder every pattern is under: file names are relative to it, so two files with the
+    same name under different patterns keep different names (and keys)."""
+    folders = [_GLOB.split(p, maxsplit=1)[0] for p in patterns]
+    folders = [f[: f.rfind("/") + 1] for f in folders]
+    common = folders[0] if folders else ""
+    for folder in folders[1:]:
+        while not folder.startswith(common):
+            common = common[: common.rstrip("/").rfind("/") + 1]
+    return common
+
+
+def printable(name: str) -> str:
+    """A file name as valid UTF-8: bytes that were not UTF-8 shown as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def document_key(record_id: object, source: str) -> str:
     """The id when it is safe in a file name, a hash of it when not, else a hash of the source."""
     if record_id is None or record_id == "":
-        return "src-" + hashlib.sha256(source.encode()).hexdigest()[:20]
+        return "src-" + hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     text = str(record_id)
-    return text if is_safe_key(text) else "id-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+    if is_safe_key(text):
+        return text
+    return "id-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 def file_format(name: str, requested: str) -> str | None:
     if requested != "auto":
         return requested
     base = name.lower()
-    for suffix in _COMPRESSED:
-        base = base.removesuffix(suffix)
+    suffix = compression_suffix(base)
+    base = base.removesuffix(suffix) if suffix else base
     if base.endswith(".parquet"):
         return "parquet"
     if base.endswith((".jsonl", ".ndjson", ".json")):
@@ -118,56 +169,114 @@ def check_text(text: str, options: ReadOptions) -> str | None:
     return None
 
 
-class ParseFile(beam.DoFn):
-    """A corpus file -> documents, and rejections (tagged ``rejected``) for what is bad."""
+class MatchCorpus(beam.PTransform):
+    """Patterns -> every ``CorpusFile`` they match, each once. The patterns are resolved when
+    the graph is built (one listing call each); the workers do the matching."""
+
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self.patterns = patterns
+
+    def expand(self, pipeline):
+        patterns = [resolve_pattern(pattern) for pattern in self.patterns]
+        folder = corpus_folder(patterns)
+        return (
+            pipeline
+            | "Patterns" >> beam.Create(patterns)
+            | "Match" >> fileio.MatchAll()
+            # (a name that is not UTF-8 holds surrogates, which Beam's string coder refuses)
+            | "Path"
+            >> beam.Map(lambda found: (found.path.encode("utf-8", "surrogateescape"), found.size_in_bytes))
+            | "Once" >> beam.Distinct()
+            | "File" >> beam.MapTuple(lambda path, size: _corpus_file(path, size, folder))
+        )
+
+
+def _corpus_file(encoded_path: bytes, size: int, folder: str) -> CorpusFile:
+    path = encoded_path.decode("utf-8", "surrogateescape")
+    name = path[len(folder) :] if path.startswith(folder) else path
+    return CorpusFile(path, printable(name.lstrip("/") or path), size)
+
+
+class SplitFiles(beam.DoFn):
+    """A file -> the parts workers read: each row group of a Parquet file, any other file whole.
+    A Parquet file whose footer cannot be read is one part, rejected when it is read."""
 
     def __init__(self, options: ReadOptions):
         self.options = options
-        self.documents = Metrics.counter("pixeltext", "documents_read")
-        self.rejected = Metrics.counter("pixeltext", "rejected")
 
-    def process(self, corpus_file: CorpusFile) -> Iterator:
-        kind = file_format(corpus_file.name, self.options.format)
+    def process(self, corpus_file: CorpusFile) -> Iterator[FilePart]:
+        if file_format(corpus_file.name, self.options.format) != "parquet":
+            yield FilePart(corpus_file)
+            return
+        try:
+            with _open_parquet(corpus_file) as table:
+                counts = [table.metadata.row_group(i).num_rows for i in range(table.num_row_groups)]
+        except Exception:
+            yield FilePart(corpus_file, 0)
+            return
+        first = 0
+        for group, rows in enumerate(counts):
+            yield FilePart(corpus_file, group, first)
+            first += rows
+
+
+def _open_parquet(corpus_file: CorpusFile):
+    import pyarrow.parquet as pq
+
+    if compression_suffix(corpus_file.name):
+        raise ValueError("a compressed Parquet file: Parquet compresses inside; give the .parquet file")
+    stream = FileSystems.open(corpus_file.path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return pq.ParquetFile(stream)
+
+
+class ParseFile(beam.DoFn):
+    """A file part -> ``Document``s, and a ``Rejection`` for each bad record (or the unreadable
+    rest of a file: the records before the damage are kept)."""
+
+    def __init__(self, options: ReadOptions):
+        self.options = options
+
+    def process(self, part: FilePart) -> Iterator[Document | Rejection]:
+        name = part.file.name
+        kind = file_format(name, self.options.format)
         if kind is None:
-            yield self._reject(
-                corpus_file.name,
-                corpus_file.name,
-                "unknown format: name the file .parquet/.jsonl/.txt (optionally compressed) or pass --format",
+            yield Rejection(
+                name,
+                name,
+                "unknown format: name the file .parquet/.jsonl/.txt (optionally "
+                f"{'/'.join(SUFFIXES)}) or pass --format",
             )
             return
         read = {"parquet": self._parquet, "jsonl": self._jsonl, "text": self._text}[kind]
-        position = 0
+        position = part.first_row
         try:
-            for position, record_id, text in read(corpus_file):
-                yield from self._document(corpus_file, position, record_id, text)
+            for position, record_id, text in read(part):
+                yield self._document(name, position, record_id, text)
         except Exception as error:  # a corrupt or truncated file: keep what was read
             where = f"after record {position}" if position else "before any record"
-            yield self._reject(corpus_file.name, corpus_file.name, f"unreadable file {where}: {error!r}")
+            yield Rejection(name, name, f"unreadable file {where}, the rest is lost: {error!r}")
 
-    def _document(self, corpus_file: CorpusFile, position: int, record_id, text) -> Iterator:
-        source = f"{corpus_file.name}:{position}"
-        key = document_key(record_id, source)
+    def _document(self, name: str, position: int, record_id, text) -> Document | Rejection:
+        source = f"{name}:{position}"
+        try:
+            key = document_key(record_id, source)
+        except Exception as error:  # an id no string conversion survives
+            key, text = document_key(None, source), Invalid(f"unusable id: {error!r}")
         if isinstance(text, Invalid):
-            yield self._reject(key, source, text.reason)
-            return
+            return Rejection(key, source, text.reason)
         problem = check_text(text, self.options)
         if problem:
-            yield self._reject(key, source, problem)
-            return
-        self.documents.inc()
-        yield Document(key, source, text)
+            return Rejection(key, source, problem)
+        return Document(key, name, position, text)
 
-    def _reject(self, key: str, source: str, reason: str):
-        self.rejected.inc()
-        return beam.pvalue.TaggedOutput(REJECTED_TAG, Rejection(key, source, reason))
-
-    def _open(self, corpus_file: CorpusFile, compression=CompressionTypes.AUTO):
-        return FileSystems.open(corpus_file.path, compression_type=compression)
-
-    def _jsonl(self, corpus_file: CorpusFile) -> Iterator:
+    def _jsonl(self, part: FilePart) -> Iterator:
         field, id_field = self.options.text_field, self.options.id_field
-        with self._open(corpus_file) as stream:
-            for number, raw in enumerate(iter(stream.readline, b""), start=1):
+        with open_decompressed(part.file.path, part.file.name) as stream:
+            for number, raw in _lines(stream, self.options.max_bytes):
+                if isinstance(raw, Invalid):
+                    yield number, None, raw
+                    continue
                 if not raw.strip():
                     continue
                 try:
@@ -184,33 +293,61 @@ class ParseFile(beam.DoFn):
                 record_id = record.get(id_field) if id_field else None
                 yield number, record_id, _field_text(record, field)
 
-    def _parquet(self, corpus_file: CorpusFile) -> Iterator:
-        import pyarrow.parquet as pq
-
+    def _parquet(self, part: FilePart) -> Iterator:
         field, id_field = self.options.text_field, self.options.id_field
-        with self._open(corpus_file, CompressionTypes.UNCOMPRESSED) as stream:
-            table = pq.ParquetFile(stream)
+        with _open_parquet(part.file) as table:
             names = table.schema_arrow.names
             if field not in names:
                 raise KeyError(f"no column {field!r} (columns: {names}); pass --text-field")
             columns = [field] + ([id_field] if id_field and id_field in names else [])
-            number = 0
-            for batch in table.iter_batches(columns=columns):
+            number = part.first_row
+            batches = table.iter_batches(_BATCH_ROWS, row_groups=[part.row_group], columns=columns)
+            for batch in batches:
                 data = batch.to_pydict()
                 ids = data.get(id_field) if id_field and id_field in data else [None] * batch.num_rows
                 for value, record_id in zip(data[field], ids, strict=True):
                     number += 1
                     yield number, record_id, _field_text({field: value}, field)
 
-    def _text(self, corpus_file: CorpusFile) -> Iterator:
-        with self._open(corpus_file) as stream:
+    def _text(self, part: FilePart) -> Iterator:
+        limit = self.options.max_bytes
+        if not self.options.lines and not compression_suffix(part.file.name) and part.file.size > limit:
+            yield 1, None, Invalid(f"too long: {part.file.size} bytes (limit {limit}, 4 x --max-chars)")
+            return
+        with open_decompressed(part.file.path, part.file.name) as stream:
             if not self.options.lines:
-                yield 1, None, _decode(stream.read())
+                data = stream.read(limit + 1)
+                if len(data) > limit:
+                    yield 1, None, Invalid(f"too long: over {limit} bytes (4 x --max-chars)")
+                else:
+                    yield 1, None, _decode(data.removeprefix(_BOM))
                 return
-            for number, raw in enumerate(iter(stream.readline, b""), start=1):
+            for number, raw in _lines(stream, limit):
+                if isinstance(raw, Invalid):
+                    yield number, None, raw
+                    continue
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
                     yield number, None, _decode(line)
+
+
+def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | Invalid]]:
+    """Numbered lines (a BOM before the first removed); a line over ``limit`` bytes is skipped
+    without being held whole, and given as ``Invalid``."""
+    number = 0
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        number += 1
+        if number == 1:
+            raw = raw.removeprefix(_BOM)
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield number, Invalid(f"too long: over {limit} bytes (4 x --max-chars)")
+            continue
+        yield number, raw
 
 
 def _decode(data: bytes) -> str | Invalid:
@@ -230,16 +367,17 @@ def _field_text(record: dict, field: str) -> str | Invalid:
 
 
 class ReadCorpus(beam.PTransform):
-    """Corpus files -> ``Document`` (main output) and ``Rejection`` (tagged ``rejected``)."""
+    """Corpus patterns -> ``Document`` and ``Rejection`` elements, in one collection."""
 
-    def __init__(self, files: list[CorpusFile], options: ReadOptions):
+    def __init__(self, patterns: list[str], options: ReadOptions):
         super().__init__()
-        self.files, self.options = files, options
+        self.patterns, self.options = patterns, options
 
     def expand(self, pipeline):
         return (
             pipeline
-            | "Files" >> beam.Create(self.files)
+            | "Match" >> MatchCorpus(self.patterns)
+            | "Split" >> beam.ParDo(SplitFiles(self.options))
             | "Spread" >> beam.Reshuffle()
-            | "Parse" >> beam.ParDo(ParseFile(self.options)).with_outputs(REJECTED_TAG, main="documents")
+            | "Parse" >> beam.ParDo(ParseFile(self.options))
         )

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import fsspec
 
-from pixeltext_render.schema import parse_manifest
+from pixeltext_render.schema import parse_manifest, shard_name
 
 MANIFEST = "manifest.json"
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # protocol -> pixeltext-train extra
@@ -63,8 +63,9 @@ def read_manifest(location: str, storage_options: dict[str, Any] | None = None) 
 
 
 def shard_urls(location: str, manifest: dict[str, Any]) -> list[str]:
-    """Every shard of a checked manifest, as a URL under ``location``."""
-    return [join(location, shard["name"]) for shard in manifest["shards"]]
+    """Every shard of a checked manifest, as a URL under ``location``: named by number (the
+    manifest gives the count, never a name), so no file outside the folder can be named."""
+    return [join(location, shard_name(index)) for index in range(manifest["index"]["shards"])]
 
 
 def tar_samples(
