@@ -28,7 +28,7 @@ help:
 	@echo "make demo      render, pre-train, fine-tune and score; a report in $(DEMO_OUT)/report"
 	@echo "make test      the test suite (installs first)"
 	@echo "make render    render CORPUS=... into OUT=$(OUT) (WebDataset shards, Apache Beam)"
-	@echo "make bench     renderer, render-job, training-step, packing and loader benchmarks"
+	@echo "make bench     renderer, render job (vs PangoCairo, stages, awkward inputs, 200k documents), fine-tuning, training"
 	@echo "make bench-gpu the training step on one GPU (needs only PyTorch; BENCH_GPU_ARGS=...)"
 	@echo "make lint      ruff"
 	@echo "make lock      re-resolve dependencies into constraints.txt"
@@ -61,6 +61,9 @@ demo: install
 bench: install
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/job_bench.py
+	$(BIN)/python bench/fuzz_bench.py
+	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/finetune_bench.py
 	$(BIN)/python bench/train_bench.py
 
 # Runs with whatever Python has PyTorch (a GPU machine's own), no install: the model code only.

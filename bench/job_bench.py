@@ -1,10 +1,16 @@
-"""``make bench`` (render job): the whole Beam job against the renderer alone, same run.
+"""``make bench`` (render job): the whole Beam job against PIXEL's approach, same strips, same run.
 
-On the default corpus (106 Wikipedia articles): documents and strips per second for the job
-with one worker, end to end (Beam start-up, reading, shuffling, rendering, encoding, tar
-writing, manifest), against the renderer alone, and rendering plus sample encoding alone,
-in the same process; bytes per strip on disk. Then the strip-image encodings compared on
-the same strips (bytes, encode and decode time), which is how the job's PNG was chosen.
+PIXEL pre-renders with PangoCairo and stores PNGs; its cost per strip is PangoCairo drawing
+plus PNG encoding (cairo's encoder), timed under Debian's Python on the same strip texts.
+Measured here, with one worker end to end (Beam start-up, both passes, reading, shuffling,
+rendering, tokenising, encoding, tar writing, manifest):
+
+- the default corpus (106 Wikipedia articles) from cold caches, as a fresh worker starts;
+- a mix of English, French, Spanish and German documents (Django's messages and their
+  translations) repeated 40 times under distinct ids, where the caches are warm;
+- the job's time per stage (exclusive wall time, `stage_clock.py`), the rest being Beam's;
+- the strip-image encodings and deflate libraries on the same strips, which is how the
+  stored PNG was chosen.
 """
 
 from __future__ import annotations
@@ -15,48 +21,73 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from render_bench import ensure_pango, time_pango
+from stage_clock import StageClock
+from zlib_ng import zlib_ng
 
 from pixeltext_render import Renderer
-from pixeltext_render.corpora import default_corpus
+from pixeltext_render.corpora import default_corpus, django_catalogue, django_messages
 from pixeltext_render.pipeline import RenderJob, run
-from pixeltext_render.schema import encode_png, encode_strip
-from pixeltext_render.shards import tar_bytes
+from pixeltext_render.schema import encode_png
+
+MIX_LANGUAGES = ("fr", "es", "de")
+MIX_DOCUMENTS_PER_LANGUAGE = 5
+MIX_REPEATS = 40
+MIX_CHARACTERS = 2000  # about one strip per document
 
 
-def documents() -> list[str]:
+def default_documents() -> list[dict[str, str]]:
     with open(default_corpus(), encoding="utf-8") as lines:
-        return [json.loads(line)["text"] for line in lines]
+        return [json.loads(line) for line in lines]
 
 
-def time_renderer(texts: list[str], encode: bool) -> tuple[float, int, list]:
-    """Seconds for a fresh renderer (cold caches, as a job worker starts) over the corpus."""
-    renderer = Renderer()
-    start = time.perf_counter()
-    strips, samples = [], []
-    for n, text in enumerate(texts):
-        document = renderer.render(text)
-        strips += document.strips
-        if encode:
-            count = len(document.strips)
-            samples += [
-                (f"d{n}_{i:04d}", encode_strip(s, f"d{n}", i, count, "bench", 16))
-                for i, s in enumerate(document.strips)
-            ]
-    if encode:
-        tar_bytes(samples)
-    return time.perf_counter() - start, len(strips), strips
+def _chunks(messages: list[str], count: int) -> list[str]:
+    """The first ``count`` documents of about MIX_CHARACTERS, messages joined by spaces."""
+    documents, current = [], ""
+    for message in messages:
+        current = f"{current} {message}" if current else message
+        if len(current) >= MIX_CHARACTERS:
+            documents.append(current)
+            current = ""
+            if len(documents) == count:
+                break
+    return documents
 
 
-def time_job(workers: int, shard_samples: int = 1000, corpus: str | None = None) -> tuple[float, dict]:
-    with tempfile.TemporaryDirectory() as out:
+def mixed_documents() -> list[dict[str, str]]:
+    """English (the source messages), French, Spanish and German, repeated with distinct ids."""
+    english = sorted({key for key in django_catalogue("fr") if isinstance(key, str) and key})
+    texts = _chunks(english, MIX_DOCUMENTS_PER_LANGUAGE)
+    for language in MIX_LANGUAGES:
+        texts += _chunks(django_messages(language), MIX_DOCUMENTS_PER_LANGUAGE)
+    return [{"id": f"r{r}-{i}", "text": t} for r in range(MIX_REPEATS) for i, t in enumerate(texts)]
+
+
+def time_job(documents: list[dict[str, str]], workers: int = 1, clock: StageClock | None = None):
+    """Seconds for the whole job on ``documents`` (a JSONL corpus), and its manifest."""
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = Path(folder, "corpus.jsonl")
+        corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents), "utf-8")
+        job = RenderJob((str(corpus),), str(Path(folder, "out")))
         start = time.perf_counter()
-        job = RenderJob((corpus or str(default_corpus()),), out, shard_samples=shard_samples)
-        manifest = run(job, workers=workers, progress=False)
+        if clock is None:
+            manifest = run(job, workers=workers, progress=False)
+        else:
+            with clock.running():
+                manifest = run(job, workers=workers, progress=False)
         return time.perf_counter() - start, manifest
+
+
+def strip_texts(documents: list[dict[str, str]]) -> list[str]:
+    """The texts of the strips the job makes of ``documents`` (the default tokenizer decides
+    where strips end), as PangoCairo is given them."""
+    renderer = Renderer()
+    return [strip.text for d in documents for strip in renderer.render(d["text"]).strips]
 
 
 def encodings(strips: list) -> list[tuple[str, float, float, float]]:
@@ -93,60 +124,77 @@ def encodings(strips: list) -> list[tuple[str, float, float, float]]:
     return rows
 
 
+def deflates(strips: list) -> list[tuple[str, float, float]]:
+    """(library and level, bytes, encode ms) of the PNG's deflate on the stored rows."""
+    rows = []
+    for strip in strips:
+        image = np.ascontiguousarray(strip.image[:, : (strip.num_text_patches + 1) * 16])
+        filtered = np.zeros((image.shape[0], 1 + image[0].size), np.uint8)
+        filtered[:, 1:] = image.reshape(image.shape[0], -1)
+        rows.append(filtered.tobytes())
+    table = []
+    for name, compress in (("stdlib zlib", zlib.compress), ("zlib-ng", zlib_ng.compress)):
+        for level in (1, 3, 6):
+            start = time.perf_counter()
+            sizes = [len(compress(data, level)) for data in rows]
+            label = f"{name}, level {level}" + (" (chosen)" if name == "zlib-ng" and level == 3 else "")
+            table.append((label, statistics.mean(sizes), (time.perf_counter() - start) / len(rows) * 1e3))
+    return table
+
+
+def compare(name: str, documents: list[dict[str, str]], pango_problem: str | None, report: dict) -> None:
+    """The whole job, one worker, against PangoCairo + PNG on the same strips."""
+    seconds, manifest = time_job(documents)
+    strips = manifest["totals"]["strips"]
+    row = {"documents": len(documents), "strips": strips, "job_strips_per_s": strips / seconds}
+    print(f"\n[{name}] {len(documents)} documents, {strips} strips")
+    print(f"  whole job, 1 worker, end to end: {seconds:6.1f} s  {strips / seconds:6.1f} strips/s")
+    if pango_problem is None:
+        texts = strip_texts(documents)
+        assert len(texts) == strips, (len(texts), strips)
+        pango = time_pango(texts, Renderer(tokenizer="bytes"))
+        row["pango_png_strips_per_s"] = 1 / pango["png_s"]
+        row["ratio"] = row["job_strips_per_s"] / row["pango_png_strips_per_s"]
+        print(f"  PangoCairo drawing + PNG alone:        {1 / pango['png_s']:6.1f} strips/s")
+        print(f"  job / (PangoCairo + PNG):              {row['ratio']:6.2f}x")
+    else:
+        print(f"  PangoCairo skipped: {pango_problem}")
+    report[name] = row
+
+
+def profile(documents: list[dict[str, str]], report: dict) -> None:
+    clock = StageClock()
+    seconds, manifest = time_job(documents, clock=clock)
+    strips = manifest["totals"]["strips"]
+    stages = dict(clock.seconds)
+    stages["Beam (graph, start-up, bundles, shuffle, both passes)"] = seconds - sum(stages.values())
+    print(f"\nwhere one worker's time goes (default corpus, cold, {seconds:.1f} s, {strips} strips):")
+    print(f"{'stage':58}{'seconds':>9}{'share':>8}{'ms/strip':>10}")
+    for stage, spent in stages.items():
+        print(f"{stage:58}{spent:9.2f}{spent / seconds:8.0%}{spent / strips * 1e3:10.2f}")
+    report["stages_default_corpus"] = stages
+
+
 def main() -> None:
-    texts = documents()
-    render_s, strips, rendered = time_renderer(texts, encode=False)
-    encoded_s, _, _ = time_renderer(texts, encode=True)
-    job_s, manifest = time_job(workers=1)
-    job2_s, _ = time_job(workers=2)
-    job2_small_s, _ = time_job(workers=2, shard_samples=100)
-    with tempfile.TemporaryDirectory() as folder:  # the fixed cost: a one-line corpus
-        tiny = Path(folder, "one.jsonl")
-        tiny.write_text(json.dumps({"id": "one", "text": "One short document."}) + "\n")
-        fixed_1, _ = time_job(workers=1, corpus=str(tiny))
-        fixed_2, _ = time_job(workers=2, corpus=str(tiny))
-    totals = manifest["totals"]
-    assert totals["strips"] == strips, (totals["strips"], strips)
-    print(f"\nrender job on the default corpus: {len(texts)} documents, {strips} strips")
-    print(f"{'':46}{'docs/s':>9}{'strips/s':>10}{'vs renderer':>13}")
-    rows = [
-        ("renderer alone (cold, SentencePiece tokens)", render_s),
-        ("renderer + sample encoding + tar (no Beam)", encoded_s),
-        ("whole job, 1 worker, end to end", job_s),
-        ("whole job, 2 workers (2 shards)", job2_s),
-        ("whole job, 2 workers, 100 strips/shard (12)", job2_small_s),
-    ]
-    rows += [
-        ("  the same, less a 1-document job (1 worker)", job_s - fixed_1),
-        ("  the same, less a 1-document job (2 workers)", job2_small_s - fixed_2),
-    ]
-    for name, seconds in rows:
-        print(f"{name:46}{len(texts) / seconds:9.1f}{strips / seconds:10.1f}{render_s / seconds:13.2f}")
-    print(f"fixed cost of a job (start-up, stages, summary): {fixed_1:.1f} s (1 worker), {fixed_2:.1f} s (2)")
-    print(f"bytes per strip on disk: {totals['bytes'] / strips:,.0f} (shards {totals['bytes'] / 1e6:.1f} MB)")
+    pango_problem = ensure_pango()
+    report: dict = {}
+    default = default_documents()
+    compare("default corpus, cold caches", default, pango_problem, report)
+    compare("en/fr/es/de mix repeated 40 times, warm caches", mixed_documents(), pango_problem, report)
+    profile(default, report)
+    renderer = Renderer()
+    rendered = [s for d in default[:30] for s in renderer.render(d["text"]).strips][:300]
     print("\nstrip image encodings (stored part of each strip, same strips):")
     print(f"{'':64}{'bytes':>9}{'encode ms':>11}{'decode ms':>11}")
-    for name, size, encode_ms, decode_ms in encodings(rendered[:300]):
+    for name, size, encode_ms, decode_ms in encodings(rendered):
         print(f"{name:64}{size:9,.0f}{encode_ms:11.2f}{decode_ms:11.2f}")
+    print("\nthe PNG's deflate (same rows, no filter):")
+    print(f"{'':64}{'bytes':>9}{'encode ms':>11}")
+    for name, size, encode_ms in deflates(rendered):
+        print(f"{name:64}{size:9,.0f}{encode_ms:11.2f}")
     out = Path("outputs/bench")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "job.json").write_text(
-        json.dumps(
-            {
-                "documents": len(texts),
-                "strips": strips,
-                "seconds": dict(
-                    renderer=render_s,
-                    renderer_and_encoding=encoded_s,
-                    job_1_worker=job_s,
-                    job_2_workers=job2_s,
-                    job_2_workers_12_shards=job2_small_s,
-                ),
-                "bytes_per_strip": totals["bytes"] / strips,
-            },
-            indent=2,
-        )
-    )
+    (out / "job.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

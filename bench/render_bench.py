@@ -100,7 +100,7 @@ def ensure_pango() -> str | None:
 
 
 def time_pango(texts: list[str], renderer: Renderer) -> dict[str, float]:
-    """Median seconds per strip (render only, and render + RGB array), after a warm-up pass."""
+    """Mean seconds per strip (render; render + RGB array; render + PNG), after a warm-up run."""
     config = renderer.config
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp, "fonts.conf")

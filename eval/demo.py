@@ -114,6 +114,8 @@ def main() -> None:
         options = FinetuneOptions(
             modality=modality,
             max_positions=96,
+            pair_patches=48,
+            pair_tokens=48,
             batch_size=32,
             lr=3e-4,
             warmup_steps=budget.finetune_warmup_steps,

@@ -25,7 +25,10 @@ from pixeltext_train.evaluate.tasks import load_task
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    backbone = load_backbone(cfg.checkpoint, OmegaConf.to_container(cfg.model, resolve=True))
+    allow = cfg.allow_render_difference or (
+        cfg.modality == "text" and cfg.task not in ("reconstruct", "intrinsic")
+    )
+    backbone = load_backbone(cfg.checkpoint, OmegaConf.to_container(cfg.model, resolve=True), allow)
     if cfg.task == "reconstruct":
         if not cfg.text:
             raise SystemExit('task=reconstruct needs text="..."')

@@ -10,12 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import CORRUPTIONS
 from PIL import Image
 
 from pixeltext_render.pipeline import RenderJob, run
-from pixeltext_train.evaluate.backbone import RenderMismatch, encode_example, load_backbone
-from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune, majority_baseline
+from pixeltext_train.evaluate.backbone import (
+    InputBudget,
+    RenderMismatch,
+    encode_example,
+    load_backbone,
+    sequence_spec,
+)
+from pixeltext_train.evaluate.finetune import FinetuneOptions, TaskSplit, finetune, loader, majority_baseline
 from pixeltext_train.evaluate.intrinsic import intrinsic
 from pixeltext_train.evaluate.reconstruct import GAP, reconstruction_image
 from pixeltext_train.evaluate.tasks import Example, Task
@@ -84,6 +91,8 @@ def test_a_short_fine_tune_beats_the_majority_class(tiny_checkpoint, tmp_path, m
     options = FinetuneOptions(
         modality=modality,
         max_positions=48,
+        pair_patches=24,
+        pair_tokens=24,
         batch_size=16,
         lr=3e-3,
         warmup_steps=5,
@@ -114,16 +123,90 @@ def test_the_same_seed_gives_the_same_numbers(tiny_checkpoint, tmp_path):
 def test_inputs_are_rendered_as_the_checkpoint_was_trained(tiny_checkpoint):
     backbone = load_backbone(tiny_checkpoint)
     assert backbone.renderer.tokenizer.spec == "bytes"  # the tiny shards' tokenizer, from the checkpoint
-    kind, ids, patches = encode_example(backbone, Example("A premise.", "A hypothesis.", 0), "pair", 64)
-    assert kind == "pair" and ids[0] == backbone.bos_id and backbone.eos_id in ids
+    budget = InputBudget.within(64)
+    kind, ids, patches = encode_example(backbone, Example("A premise.", "A hypothesis.", 0), "pair", budget)
+    assert kind == "pair" and ids[0] == backbone.bos_id and list(ids).count(backbone.bos_id) == 2
     pixels = backbone.renderer.render_pair("A premise.", "A hypothesis.")
     separator = pixels.separator_patch
     assert (patches[separator] == 0).all()  # the black separator patch is in the sequence
-    kind, ids, patches = encode_example(backbone, Example("x" * 500, None, 0), "pixel", 20)
+    kind, ids, patches = encode_example(
+        backbone, Example("x" * 500, None, 0), "pixel", InputBudget.within(20)
+    )
     assert len(ids) == 0 and patches.shape == (20, 768)  # the left crop
     for modality in ("pixel", "pair"):  # an empty text: no patch, just bos
-        kind, ids, patches = encode_example(backbone, Example("", None, 0), modality, 20)
+        kind, ids, patches = encode_example(backbone, Example("", None, 0), modality, InputBudget.within(20))
         assert list(ids) == [backbone.bos_id] and patches.shape == (0, 768)
+
+
+@pytest.mark.parametrize("premise_chars", [300, 2_000, 12_000])
+def test_a_long_premise_never_pushes_the_hypothesis_out(tiny_checkpoint, articles, premise_chars):
+    """The paper's budgets, fitted to the model: in every modality both texts are present, the
+    short hypothesis whole, and the input stays within its budget."""
+    backbone = load_backbone(tiny_checkpoint)
+    premise = "\n".join(a["text"] for a in articles)[:premise_chars]
+    hypothesis = "The article is about a place."
+    example = Example(premise, hypothesis, 0)
+    tokens = backbone.renderer.tokenizer.encode(hypothesis).ids
+    for pool in ("end_patch", "last_text"):
+        budget = FinetuneOptions(pool=pool).budget(backbone)
+        assert budget.positions == backbone.model.config.max_positions  # 768 fitted to the tiny model
+        for modality in ("pixel", "text", "pair"):
+            _, ids, patches = encode_example(backbone, example, modality, budget)
+            used = len(ids) + (0 if patches is None else len(patches))
+            assert used <= budget.total(modality)
+            if modality != "pixel":  # <s> premise... <s> hypothesis
+                separator = int(np.flatnonzero(ids == backbone.bos_id)[-1])
+                assert separator > 1 and list(ids[separator + 1 :]) == list(tokens)
+            if modality != "text":
+                black = np.flatnonzero((patches == 0).all(axis=1))
+                assert len(black) >= 1 and black[0] > 0  # the separator, with the premise before it
+                hypothesis_patches = patches[black[0] + 1 :]
+                assert (hypothesis_patches < 128).any()  # ink after the separator: the hypothesis
+                assert (patches[-1] == 0).all() == (pool == "end_patch")
+
+
+def test_render_pair_fits_any_budget_and_keeps_both_texts(byte_renderer, articles):
+    premise = articles[0]["text"][:6000]
+    for budget in (9, 33, 100, 511, 2000):
+        strip = byte_renderer.render_pair(premise, "A short hypothesis.", max_patches=budget)
+        assert strip.num_text_patches <= min(budget, byte_renderer.config.max_patches) - 1
+        assert strip.text_pair and strip.text
+        assert premise.startswith(strip.text)
+    with pytest.raises(ValueError, match="at least 4"):
+        byte_renderer.render_pair("a", "b", max_patches=3)
+
+
+def test_pooling_follows_the_checkpoints_pre_training(tiny_checkpoint, tmp_path):
+    assert load_backbone(tiny_checkpoint).end_patch is False  # tiny shards: no end patch
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    saved["hyper_parameters"]["end_patch"] = True
+    edited = tmp_path / "end-patch.ckpt"
+    torch.save(saved, edited)
+    backbone = load_backbone(edited)
+    assert FinetuneOptions().budget(backbone).end_patch
+    assert not FinetuneOptions(pool="last_text").budget(backbone).end_patch
+    with pytest.raises(ValueError, match="pool"):
+        FinetuneOptions(pool="first").budget(backbone)
+
+
+def test_examples_are_rendered_in_workers_the_same_as_here(tiny_checkpoint):
+    backbone = load_backbone(tiny_checkpoint)
+    task = separable_task()
+    batches = {}
+    for workers in (0, 2):
+        options = FinetuneOptions(
+            modality="pair", workers=workers, batch_size=8, pair_patches=32, pair_tokens=32
+        )
+        split = TaskSplit("train", task.train[:24], backbone, options)
+        spec = sequence_spec(backbone, options.budget(backbone).total("pair"))
+        batches[workers] = list(loader(split, options, spec, shuffle=True))
+    for (a, labels_a), (b, labels_b) in zip(batches[0], batches[2], strict=True):
+        assert a.keys == b.keys and torch.equal(labels_a, labels_b)
+        assert torch.equal(a.patches, b.patches) and torch.equal(a.tokens, b.tokens)
+    split.inputs.fingerprint = "0" * 16  # a worker that rebuilt another renderer stops
+    split.inputs._inputs = None
+    with pytest.raises(RenderMismatch, match="another renderer"):
+        split[0]
 
 
 def test_a_missing_checkpoint_says_what_to_do(tmp_path):
@@ -132,8 +215,6 @@ def test_a_missing_checkpoint_says_what_to_do(tmp_path):
 
 
 def test_a_checkpoint_from_other_fonts_is_refused(tiny_checkpoint, tmp_path):
-    import torch
-
     saved = torch.load(tiny_checkpoint, weights_only=True)
     saved["hyper_parameters"]["render"]["fingerprint"] = "0000000000000000"
     edited = tmp_path / "edited.ckpt"

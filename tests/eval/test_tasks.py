@@ -173,6 +173,32 @@ def test_xnli_json_lines_layout(tmp_path):
     assert [e.label for e in task.train[:3]] == [0, 1, 2]
 
 
+def test_xnli_malformed_rows_are_counted_not_raised(tmp_path):
+    xnli_tsv(tmp_path)
+    train = tmp_path / "XNLI-MT-1.0" / "multinli" / "multinli.train.en.tsv"
+    with open(train, "a", encoding="utf-8") as handle:
+        handle.write("a short row\n")  # no hypothesis, no label
+        handle.write("a premise\ta hypothesis\tmaybe\n")  # an unknown label
+    dev = tmp_path / "XNLI-1.0" / "xnli.dev.tsv"
+    with open(dev, "a", encoding="utf-8") as handle:
+        handle.write("en\tentailment\t-\t-\t\t\t3\n")  # empty texts
+    task = xnli(tmp_path, "english", ["en", "fr"])
+    assert len(task.train) == 2 and len(task.evaluations["validation/en"]) == 2
+    assert task.skipped == 3
+    assert task.skip_reasons == {"missing premise or hypothesis": 2, "missing or unknown label": 1}
+    for split in ("train", "validation"):
+        (tmp_path / "jsonl").mkdir(exist_ok=True)
+        lines = ['{"premise": "p", "hypothesis": "h", "label": 0}', "{not json", "[1, 2]", '{"premise": "p"}']
+        (tmp_path / "jsonl" / f"{split}-en.jsonl").write_text("\n".join(lines) + "\n")
+    task = xnli(tmp_path / "jsonl", "english", ["en"])
+    assert len(task.train) == 1 and task.skipped == 6
+    assert task.skip_reasons == {
+        "line that is not JSON": 2,
+        "line that is not a JSON object": 2,
+        "missing premise or hypothesis": 2,
+    }
+
+
 ROWS = [
     {"review": "great fun", "other": "a", "stars": "pos"},
     {"review": "dull and long", "other": "b", "stars": "neg"},

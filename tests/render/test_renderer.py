@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pixeltext_render import RenderConfig, Renderer
+from pixeltext_render import renderer as renderer_module
 from pixeltext_render.fonts import FontError
 from pixeltext_render.reference import render_line_uncached
 from pixeltext_render.text import normalize_text
@@ -63,6 +64,16 @@ def test_render_is_deterministic_and_independent_of_cache_state(renderer, articl
     for a, b, c in zip(first.strips, again.strips, cold.strips, strict=True):
         assert a.image.tobytes() == b.image.tobytes() == c.image.tobytes()
         assert np.array_equal(a.token_patches, c.token_patches)
+
+
+@pytest.mark.parametrize("engine", ["freetype", "harfbuzz", "unicodedata", "regex", "zlib-ng"])
+def test_fingerprint_changes_with_every_engine_version(monkeypatch, engine):
+    """Whatever decides the pixels or the stored bytes is in the fingerprint."""
+    before = Renderer(tokenizer="bytes").fingerprint
+    versions = renderer_module.engine_versions()
+    assert engine in versions
+    monkeypatch.setattr(renderer_module, "engine_versions", lambda: {**versions, engine: "0.0-other"})
+    assert Renderer(tokenizer="bytes").fingerprint != before
 
 
 def test_fingerprint_changes_with_the_config(renderer):

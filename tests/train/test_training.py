@@ -17,8 +17,10 @@ from pixeltext_train.data import (
     SequenceSpec,
     ShardDataModule,
     StripSequences,
+    collate,
     make_sequence,
 )
+from pixeltext_train.losses import targets
 from pixeltext_train.module import PixelTextLM
 from pixeltext_train.train import train
 
@@ -66,6 +68,28 @@ def test_pair_sequences_keep_the_tokens_of_exactly_the_patches_kept(tiny_shards)
     assert kept == len(sample.token_ids) or sample.token_patches[kept, 1] >= k  # and no more fit
     text, none = make_sequence(sample, "text", spec)
     assert none is None and text[0] == 256 and np.array_equal(text[1:], sample.token_ids[:99])
+
+
+def test_the_end_patch_is_an_input_and_a_target_when_asked(tiny_shards):
+    """``data.end_patch``: a strip whose text patches fit keeps its black end patch after them,
+    and the next-patch loss then predicts it from the last text patch."""
+    reader = wds.WebDataset(str(tiny_shards / "shard-000000.tar"), shardshuffle=False)
+    for sample in (decode_sample(raw) for _, raw in zip(range(6), reader, strict=False)):
+        n = sample.num_text_patches
+        for room in (n + 1, n + 40, max(n - 3, 2)):
+            spec = SequenceSpec(room, 16, 256, 258, end_patch=True)
+            _, pixel = make_sequence(sample, "pixel", spec)
+            assert len(pixel) == (n + 1 if n + 1 <= room else min(n, room))
+            assert (pixel[-1] == 0).all() == (n + 1 <= room)  # black: the end patch
+            ids, pair = make_sequence(sample, "pair", spec)
+            assert len(ids) + len(pair) <= room
+            assert (pair[-1] == 0).all() == (len(pair) == n + 1)
+            assert len(pair) == n + 1 or len(ids) - 1 < len(sample.token_ids) or len(pair) < n
+        plain = make_sequence(sample, "pixel", SequenceSpec(n + 40, 16, 256, 258))[1]
+        assert len(plain) == n and not (plain[-1] == 0).all()
+    batch = collate([("pixel", np.zeros(0, np.int64), pixel)], spec)
+    patch_where, _ = targets(batch, 256)
+    assert bool(patch_where[0, len(pixel) - 2])  # the last text patch predicts the end patch
 
 
 def test_a_tiny_model_overfits_a_handful_of_strips(tiny_shards):

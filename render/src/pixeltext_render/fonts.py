@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import unicodedata
-import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +17,7 @@ import freetype
 import numpy as np
 import regex
 import uharfbuzz as hb
+from zlib_ng import zlib_ng
 
 from pixeltext_render.assets import assets_dir, file_sha256
 
@@ -238,5 +238,5 @@ def engine_versions() -> dict[str, str]:
         "harfbuzz": hb.version_string(),
         "unicodedata": unicodedata.unidata_version,
         "regex": regex.__version__,
-        "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "zlib-ng": zlib_ng.ZLIBNG_RUNTIME_VERSION,
     }

@@ -82,6 +82,7 @@ class _GlyphInk(NamedTuple):
     left: int
     right: int
     color: ColorInk | None  # colour glyphs are drawn apart, over the coverage
+    inside: bool  # every row of it is inside the strip (drawn with no vertical offset)
 
 
 class InkCache:
@@ -102,35 +103,44 @@ class InkCache:
     def _pack(self, ink: MonoInk | ColorInk) -> _GlyphInk:
         g = self.geometry
         if isinstance(ink, ColorInk):
-            return _GlyphInk(np.zeros(0, g.ink_dtype), 0, 0, ink)
-        flat = (ink.ys.astype(np.int64) + g.baseline) * g.stride + ink.xs + g.pad
-        packed = (flat * 256 + ink.values).astype(g.ink_dtype)
+            return _GlyphInk(np.zeros(0, g.ink_dtype), 0, 0, ink, True)
+        rows = ink.ys.astype(np.int64) + g.baseline
+        packed = ((rows * g.stride + ink.xs + g.pad) * 256 + ink.values).astype(g.ink_dtype)
         if not len(packed):
-            return _GlyphInk(packed, 0, 0, None)
-        return _GlyphInk(packed, int(ink.xs.min()), int(ink.xs.max()) + 1, None)
+            return _GlyphInk(packed, 0, 0, None, True)
+        inside = bool(rows.min() >= 0 and rows.max() < g.height)
+        return _GlyphInk(packed, int(ink.xs.min()), int(ink.xs.max()) + 1, None, inside)
 
     def ink(self, glyphs: Glyphs) -> Ink:
-        """The ink of positioned glyphs; rows that fall outside the strip are dropped."""
+        """The ink of positioned glyphs; rows that fall outside the strip are dropped.
+
+        One pass in Python over the glyphs and a few array calls per piece: this runs once
+        for every distinct piece, so it is most of what a cold cache costs."""
         g = self.geometry
-        inks = [self.get(font, glyph) for font, glyph in zip(glyphs.fonts, glyphs.ids, strict=True)]
-        colors = tuple(
-            (x, ColorInk(ink.color.top + y, ink.color.left, ink.color.rgba))
-            for ink, x, y in zip(inks, glyphs.x, glyphs.y, strict=True)
-            if ink.color is not None
-        )
-        drawn = [(ink, x, y) for ink, x, y in zip(inks, glyphs.x, glyphs.y, strict=True) if len(ink.packed)]
-        if not drawn:
-            return Ink(np.zeros(0, g.ink_dtype), 0, 0, colors)
+        inks, get = self._inks, self.get
+        arrays, shifts, counts, colors = [], [], [], []
+        left, right, outside = 0, 0, False
+        for font, glyph, x, y in zip(glyphs.fonts, glyphs.ids, glyphs.x, glyphs.y, strict=True):
+            ink = inks.get((font, glyph)) or get(font, glyph)
+            if ink.color is not None:
+                colors.append((x, ColorInk(ink.color.top + y, ink.color.left, ink.color.rgba)))
+            count = len(ink.packed)
+            if count:
+                arrays.append(ink.packed)
+                shifts.append((x - y * g.stride) * 256)
+                counts.append(count)
+                left, right = min(left, x + ink.left), max(right, x + ink.right)
+                outside = outside or y != 0 or not ink.inside
+        if not arrays:
+            return Ink(np.zeros(0, g.ink_dtype), 0, 0, tuple(colors))
         # (in 64 bits: a glyph shifted far off the strip, e.g. the 200th mark stacked on a letter,
         # would wrap around 32; what lands outside the strip's rows is dropped before packing back)
-        packed = np.concatenate([ink.packed for ink, _, _ in drawn]).astype(np.int64)
-        shifts = np.array([(x - y * g.stride) * 256 for _, x, y in drawn], np.int64)
-        packed += np.repeat(shifts, [len(ink.packed) for ink, _, _ in drawn])
-        left = min(0, min(x + ink.left for ink, x, _ in drawn))
-        right = max(x + ink.right for ink, x, _ in drawn)
-        inside = (packed >= 0) & (packed < g.height * g.stride * 256)
-        packed = packed if inside.all() else packed[inside]
-        return Ink(packed.astype(g.ink_dtype), left, max(right, 0), colors)
+        packed = np.concatenate(arrays, dtype=np.int64)
+        packed += np.repeat(np.array(shifts, np.int64), counts)
+        if outside:
+            limit = g.height * g.stride * 256
+            packed = packed[(packed >= 0) & (packed < limit)]
+        return Ink(packed.astype(g.ink_dtype), left, right, tuple(colors))
 
 
 class Canvas:

@@ -183,11 +183,17 @@ class Renderer:
             start, first_token, capacity, before = end, end_token, self._capacity, None
         return RenderedDocument(text, normalized.changed, strips)
 
-    def render_pair(self, text: str, text_pair: str) -> PairStrip:
-        """Render two texts into one strip with a black separator patch between them.
+    def render_pair(self, text: str, text_pair: str, max_patches: int | None = None) -> PairStrip:
+        """Render two texts into one strip with a black separator patch between them, in at
+        most ``max_patches`` patches (the end patch included; default: the whole strip).
 
-        If they do not fit, whole tokens are dropped from the end of the longer one.
+        If they do not fit, whole tokens are dropped from the end of the longer one, so both
+        texts keep as much as they can (a fine-tuning input budget cuts the premise, not the
+        hypothesis).
         """
+        limit = self.config.max_patches if max_patches is None else min(max_patches, self.config.max_patches)
+        if limit < 4:
+            raise ValueError(f"max_patches is {max_patches}: a pair needs at least 4 (texts, separator, end)")
         patch, margin = self.config.patch_size, self.config.margin_left
         texts = [normalize_text(text).text, normalize_text(text_pair).text]
         encodings = [self.tokenizer.encode(t) for t in texts]
@@ -201,7 +207,7 @@ class Renderer:
         while True:
             widths = [int(layout.widths[end]) for layout, end in zip(layouts, ends, strict=True)]
             first_patches = self._patches_for(margin + widths[0])
-            if first_patches + 1 + self._patches_for(margin + widths[1]) <= self.config.max_patches - 1:
+            if first_patches + 1 + self._patches_for(margin + widths[1]) <= limit - 1:
                 break
             longer = int(widths[1] > widths[0])  # drop the last whole token of the longer text
             kept[longer] = max(kept[longer] - 1, 0)
@@ -220,7 +226,7 @@ class Renderer:
         image, ink_right = self.canvas.draw(np.concatenate([first.origins, second.origins]), both)
         used = separator + 1
         if ends[1]:
-            used = min(self._patches_for(max(second.right, ink_right)), self.config.max_patches - 1)
+            used = min(self._patches_for(max(second.right, ink_right)), limit - 1)
         self.canvas.finish(image, [separator, used], used)
         ids = [e.ids[:k] for e, k in zip(encodings, token_ends, strict=True)]
         return PairStrip(

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -189,6 +189,18 @@ class HFTokenizer:
 
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def tokenizer_record(tokenizer: Tokenizer) -> dict[str, Any]:
+    """What a manifest or a checkpoint records of a tokenizer, so readers rebuild and check it."""
+    return {
+        "spec": tokenizer.spec,
+        "fingerprint": tokenizer.fingerprint,
+        "vocab_size": tokenizer.vocab_size,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+        "pad_id": tokenizer.pad_id,
+    }
 
 
 def load_tokenizer(spec: str = DEFAULT_TOKENIZER) -> Tokenizer:

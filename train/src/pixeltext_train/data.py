@@ -103,6 +103,7 @@ class SequenceSpec:
     patch_size: int
     bos_id: int
     pad_id: int
+    end_patch: bool = False  # a strip's black end patch is an input (and a target), as the paper's
 
     @property
     def patch_dim(self) -> int:
@@ -124,19 +125,24 @@ def strip_patches(stored: StoredStrip, patch_size: int, count: int) -> np.ndarra
 
 
 def make_sequence(stored: StoredStrip, kind: str, spec: SequenceSpec) -> tuple[np.ndarray, np.ndarray | None]:
-    """(token ids [n], patches [k, D] or None): patches occupy the first k positions."""
+    """(token ids [n], patches [k, D] or None): patches occupy the first k positions. With
+    ``spec.end_patch``, a strip whose text patches all fit keeps its black end patch after them."""
     ids = stored.token_ids.astype(np.int64)
     patches = stored.num_text_patches
     room = spec.max_positions
     if kind == "text":
         return np.concatenate([[spec.bos_id], ids[: room - 1]]), None
+    end = int(spec.end_patch)
     if kind == "pixel":
-        return np.zeros(0, np.int64), strip_patches(stored, spec.patch_size, min(patches, room))
+        k = patches + end if patches + end <= room else min(patches, room)
+        return np.zeros(0, np.int64), strip_patches(stored, spec.patch_size, k)
     # pair: the most patches k that fit with bos and the tokens lying wholly in those k patches
     reach = np.maximum.accumulate(stored.token_patches[:, 1]) if len(ids) else np.zeros(0, np.int64)
     inside = np.searchsorted(reach, np.arange(patches + 1), side="left")  # tokens within k patches
-    k = int(np.flatnonzero(np.arange(patches + 1) + 1 + inside <= room)[-1])
-    return np.concatenate([[spec.bos_id], ids[: inside[k]]]), strip_patches(stored, spec.patch_size, k)
+    fits = np.arange(patches + 1) + 1 + inside + end * (np.arange(patches + 1) == patches) <= room
+    k = int(np.flatnonzero(fits)[-1])
+    shown = k + end if k == patches else k
+    return np.concatenate([[spec.bos_id], ids[: inside[k]]]), strip_patches(stored, spec.patch_size, shown)
 
 
 Sequence = tuple[str, np.ndarray, np.ndarray | None]  # kind, token ids, patches (first) or None
@@ -382,6 +388,7 @@ class ShardDataModule(L.LightningDataModule):
         seed: int = 0,
         storage_options: dict[str, Any] | None = None,
         packing: bool = True,
+        end_patch: bool = False,
     ):
         super().__init__()
         problems = [
@@ -415,7 +422,7 @@ class ShardDataModule(L.LightningDataModule):
         bos = tokenizer["bos_id"] if tokenizer["bos_id"] is not None else 1
         pad = tokenizer["pad_id"] if tokenizer["pad_id"] is not None else 0
         patch = RenderConfig.from_dict(self.manifest["render"]["config"]).patch_size
-        self.spec = SequenceSpec(max_positions, patch, bos, pad)
+        self.spec = SequenceSpec(max_positions, patch, bos, pad, end_patch)
         self.resume_point = ResumePoint(0, [None] * self.readers_per_rank)  # moved by StreamTracker
         self._resumed: dict[str, Any] | None = None  # the state a checkpoint restored
 

@@ -1,10 +1,14 @@
-"""Export a checkpoint's text-only part in Hugging Face's Llama layout.
+"""Export a checkpoint's text-only part in Hugging Face's Llama layout, with its tokenizer.
 
 ``python -m pixeltext_train.export CHECKPOINT OUT_DIR`` writes ``config.json`` and
 ``model.safetensors`` as ``LlamaForCausalLM.save_pretrained`` would: the token embeddings,
 the decoder and the LM head (the patch embedding and patch head have no place there). The
 parameter names already follow Llama's, and the rotary embedding is Llama's, so no weight is
-permuted. ``transformers`` is not needed to export, only to load the result.
+permuted. The tokenizer goes in as ``tokenizer.json`` (``hf_tokenizer``), so
+``AutoTokenizer.from_pretrained(OUT_DIR)`` and ``LlamaForCausalLM.from_pretrained(OUT_DIR)``
+give pixeltext's token ids and text logits. What a Hugging Face user cannot do with it: feed
+pixels (no patch embedding or patch head in Llama's layout; use pixeltext for pixel or pair
+inputs). ``transformers`` is not needed to export, only to load the result.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from pixeltext_train.checkpoints import load_pretraining
+from pixeltext_train.hf_tokenizer import write_tokenizer
 from pixeltext_train.model import ModelConfig
 
 TEXT_PARTS = ("embed_tokens.", "layers.", "norm.")
@@ -73,6 +78,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_file(llama_state_dict(model_state), out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(llama_config(config, hyper.get("tokenizer")), indent=2))
+    if (hyper.get("tokenizer") or {}).get("spec"):
+        write_tokenizer(hyper["tokenizer"]["spec"], out)
     return out
 
 

@@ -54,7 +54,8 @@ class PixelTextLM(L.LightningModule):
 
     ``render`` and ``tokenizer`` (from the shards' manifest) are kept in the checkpoint so
     evaluation rebuilds the identical renderer and tokenizer; ``run`` is the composed config of
-    the run (``train.py``), which a resumed run must match.
+    the run (``train.py``), which a resumed run must match; ``end_patch`` says whether the
+    data fed strips' black end patches (fine-tuning then pools on them by default).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class PixelTextLM(L.LightningModule):
         tokenizer: dict[str, Any] | None = None,
         run: dict[str, Any] | None = None,
         compile: bool = False,
+        end_patch: bool = False,
     ):
         super().__init__()
         if schedule_steps < 1:

@@ -27,6 +27,7 @@ STREAM_STATE = "ShardDataModule"  # where Lightning keeps the data module's stat
 MAY_CHANGE = (
     "resume",
     "ckpt_path",
+    "init_from",  # where the first run's weights came from; a resumed run has its own
     "checkpoint_every",
     "tensorboard",
     "callbacks",
@@ -76,7 +77,7 @@ def differences(saved: dict[str, Any], identity: dict[str, Any]) -> list[str]:
     if not isinstance(before, dict) or not isinstance(saved.get(STREAM_STATE), dict):
         return [
             "the checkpoint records no run config or data stream state (written by an older pixeltext, "
-            "or not by train/run.py): start a new run from its weights instead"
+            "or not by train/run.py): start a new run from its weights instead, with init_from=PATH"
         ]
     lines = []
     for key in sorted(set(before) | set(identity)):

@@ -14,12 +14,14 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from pixeltext_train.checkpoints import load_pretraining
 from pixeltext_train.data import ShardDataModule, StreamTracker
 from pixeltext_train.module import PixelTextLM
+from pixeltext_train.progress import BudgetProgressBar
 from pixeltext_train.resume import (
     LAST,
     TENSORBOARD,
@@ -52,6 +54,7 @@ def build(cfg: DictConfig) -> tuple[ShardDataModule, PixelTextLM]:
         tokenizer=data.manifest["tokenizer"],
         run=run_identity(cfg, data.identity()),
         compile=uses_compile(cfg),
+        end_patch=data.spec.end_patch,
     )
     return data, module
 
@@ -133,14 +136,49 @@ def trainer_for(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) ->
         ),
         LearningRateMonitor(logging_interval="step"),
     ]
-    if options.get("max_time"):
-        callbacks.append(StepTimer(options.pop("max_time")))
+    timer = StepTimer(options.pop("max_time")) if options.get("max_time") else None
+    callbacks += [timer] if timer else []
     callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
-    if options.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    if options.get("enable_progress_bar", True):  # ours, against the real budget (no validation bars)
+        callbacks.append(BudgetProgressBar(timer))
+        options["enable_progress_bar"] = False
     return L.Trainer(
         **options, logger=loggers, callbacks=callbacks, default_root_dir=run_dir, check_val_every_n_epoch=None
     )
+
+
+INIT_MAY_DIFFER = ("attention", "activation_checkpointing")  # the same model, computed otherwise
+
+
+def initialise(module: PixelTextLM, data: ShardDataModule, path: Path) -> None:
+    """Start from ``path``'s weights (a converted paper checkpoint, or any pixeltext one) with
+    a fresh optimizer and data stream; its model and the shards' pixels and tokens must match."""
+    saved = load_pretraining(path)
+    hyper = saved["hyper_parameters"]
+    mine = vars(module.config)
+    problems = [
+        f"model.{key}: {value} in the checkpoint, {mine.get(key)} here"
+        for key, value in hyper["model"].items()
+        if key not in INIT_MAY_DIFFER and mine.get(key) != value
+    ]
+    for what in ("render", "tokenizer"):
+        if data.manifest[what]["fingerprint"] != hyper[what]["fingerprint"]:
+            problems.append(
+                f"the shards' {what} fingerprint is {data.manifest[what]['fingerprint']}, the checkpoint's "
+                f"{hyper[what]['fingerprint']} (render the corpus with the checkpoint's render config and "
+                f"tokenizer, {hyper['tokenizer']['spec']})"
+            )
+    if problems:
+        raise ValueError(f"cannot start from {path}:\n  " + "\n  ".join(problems))
+    if bool(hyper.get("end_patch")) != data.spec.end_patch:
+        log.warning(
+            "%s was pre-trained with data.end_patch=%s; this run has %s",
+            path,
+            hyper.get("end_patch"),
+            data.spec.end_patch,
+        )
+    module.model.load_state_dict({k.removeprefix("model."): v for k, v in saved["state_dict"].items()})
+    log.info("starting from the weights of %s", path)
 
 
 def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
@@ -157,6 +195,8 @@ def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     if trainer.is_global_zero:
         parameters = module.model.num_parameters()
         log.info("model: %.1f M parameters; shards: %s (%d)", parameters / 1e6, data.location, len(data.urls))
+    if cfg.get("init_from") and not resume:  # (a resumed run has its own weights)
+        initialise(module, data, Path(cfg.init_from))
     ckpt = str(resume.checkpoint) if resume else None
     trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
     tracker = next(c for c in trainer.callbacks if isinstance(c, StreamTracker))

@@ -1,7 +1,10 @@
 """Fine-tune a backbone with a sequence head on its last real position, then score.
 
-The head reads the final hidden state of the last real position (the last text patch for
-pixels, the last token for text and pairs), as the paper's fine-tuning does. Classification
+The head reads the final hidden state of the last real position, as the paper's fine-tuning
+does: for pixels the black end patch (``pool=end_patch``, the default for checkpoints
+pre-trained with it) or the last text patch (``last_text``), for text and pairs the last token.
+Examples are rendered when they are read, in DataLoader worker processes that rebuild the
+checkpoint's renderer, so memory does not grow with the task. Classification
 uses cross-entropy, regression (STS-B) a single output and mean squared error. Training stops
 early when the first scored split's main metric stops improving; the best weights are scored
 on every scored split.
@@ -12,8 +15,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +29,18 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from pixeltext_render import Renderer
 from pixeltext_train.checkpoints import load_plain
 from pixeltext_train.data import Batch, SequenceSpec, collate
-from pixeltext_train.evaluate.backbone import Backbone, encode_example, sequence_spec
+from pixeltext_train.evaluate.backbone import (
+    Backbone,
+    InputBudget,
+    RenderMismatch,
+    encode_example,
+    input_budget,
+    sequence_spec,
+)
 from pixeltext_train.evaluate.metrics import score
 from pixeltext_train.evaluate.tasks import Example, Task
 from pixeltext_train.model import PixelTextModel
@@ -41,7 +52,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class FinetuneOptions:
     modality: str = "pixel"
-    max_positions: int = 128  # the left crop: patches for pixels, tokens for text
+    max_positions: int = 768  # pixel and text inputs: the left crop (the official scripts' 768)
+    pair_patches: int = 512  # pair inputs: patches, then ...
+    pair_tokens: int = 512  # ... tokens (the official pair scripts: 512 each)
+    pool: str = "auto"  # end_patch | last_text | auto: end_patch if pre-trained with it
+    workers: int = 2  # DataLoader processes that render examples (0: in this process)
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -56,10 +71,22 @@ class FinetuneOptions:
 
     def __post_init__(self) -> None:
         check_schedule(self.lr, self.warmup_steps, self.max_steps, self.min_lr_ratio, "finetune")
-        least = {"max_positions": 2, "batch_size": 1, "max_steps": 1, "eval_every": 1, "patience": 1}
+        least = {
+            "max_positions": 2,
+            "pair_patches": 4,
+            "pair_tokens": 2,
+            "workers": 0,
+            "batch_size": 1,
+            "max_steps": 1,
+            "eval_every": 1,
+            "patience": 1,
+        }
         for name, minimum in least.items():
             if getattr(self, name) < minimum:
                 raise ValueError(f"finetune.{name} must be at least {minimum}, got {getattr(self, name)}")
+
+    def budget(self, backbone: Backbone) -> InputBudget:
+        return input_budget(backbone, self.max_positions, self.pair_patches, self.pair_tokens, self.pool)
 
 
 class SequenceClassifier(nn.Module):
@@ -129,8 +156,37 @@ def predictions(outputs: torch.Tensor, task: Task) -> np.ndarray:
     return outputs.squeeze(-1).numpy() if task.regression else outputs.argmax(-1).numpy()
 
 
-class EncodedSplit(torch.utils.data.Dataset):
-    """A split's examples, rendered (or tokenised) once, with their labels."""
+class ExampleInputs:
+    """Makes a model input of an example, rendering with the backbone's renderer, which each
+    process (a DataLoader worker) rebuilds from its config and checks by fingerprint."""
+
+    def __init__(self, backbone: Backbone, modality: str, budget: InputBudget):
+        self.modality, self.budget = modality, budget
+        self.bos_id, self.end_patch = backbone.bos_id, backbone.end_patch
+        self.config, self.tokenizer = backbone.renderer.config, backbone.renderer.tokenizer.spec
+        self.fingerprint = backbone.renderer.fingerprint
+        self._inputs = self._backbone(backbone.renderer)
+        self._process = os.getpid()
+
+    def _backbone(self, renderer) -> Backbone:
+        return Backbone(None, renderer, "", self.bos_id, self.end_patch)  # no model: inputs only
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_inputs": None}  # the renderer is rebuilt, not pickled
+
+    def __call__(self, example: Example):
+        if self._inputs is None or self._process != os.getpid():
+            renderer = Renderer(self.config, self.tokenizer)
+            if renderer.fingerprint != self.fingerprint:
+                raise RenderMismatch(
+                    f"this process rebuilt another renderer ({renderer.fingerprint} vs {self.fingerprint})"
+                )
+            self._inputs, self._process = self._backbone(renderer), os.getpid()
+        return encode_example(self._inputs, example, self.modality, self.budget)
+
+
+class TaskSplit(torch.utils.data.Dataset):
+    """A split's examples and labels; each example is rendered (or tokenised) when read."""
 
     def __init__(
         self,
@@ -141,30 +197,24 @@ class EncodedSplit(torch.utils.data.Dataset):
         keys: list[str] | None = None,
     ):
         self.keys = keys or [f"{name}/{i}" for i in range(len(examples))]  # stable example names
-        self.sequences = [
-            encode_example(backbone, e, options.modality, options.max_positions)
-            for e in tqdm(
-                examples, desc=f"preparing {name} ({options.modality})", unit=" examples", leave=False
-            )
-        ]
-        self.labels = [e.label for e in examples]
+        self.examples = examples
+        self.inputs = ExampleInputs(backbone, options.modality, options.budget(backbone))
 
     def __len__(self) -> int:
-        return len(self.sequences)
+        return len(self.examples)
 
-    def subset(self, indices) -> EncodedSplit:
-        """The examples at ``indices``, without encoding them again."""
+    def subset(self, indices) -> TaskSplit:
         part = copy.copy(self)
-        part.sequences = [self.sequences[i] for i in indices]
-        part.labels = [self.labels[i] for i in indices]
+        part.examples = [self.examples[i] for i in indices]
         part.keys = [self.keys[i] for i in indices]
         return part
 
     def __getitem__(self, index: int):
-        return self.sequences[index], self.labels[index], self.keys[index]
+        example = self.examples[index]
+        return self.inputs(example), example.label, self.keys[index]
 
 
-def loader(split: EncodedSplit, options: FinetuneOptions, spec: SequenceSpec, shuffle: bool) -> DataLoader:
+def loader(split: TaskSplit, options: FinetuneOptions, spec: SequenceSpec, shuffle: bool) -> DataLoader:
     def collate_with_labels(items):
         sequences, labels, keys = zip(*items, strict=True)
         return collate(list(sequences), spec, keys), torch.tensor(labels)
@@ -176,20 +226,22 @@ def loader(split: EncodedSplit, options: FinetuneOptions, spec: SequenceSpec, sh
         shuffle=shuffle,
         collate_fn=collate_with_labels,
         generator=generator,
+        num_workers=options.workers,
+        persistent_workers=options.workers > 0,
     )
 
 
-def prepare(task: Task, backbone: Backbone, options: FinetuneOptions) -> dict[str, EncodedSplit]:
-    """The encoded train split (seeded subset if asked) and every scored split."""
+def prepare(task: Task, backbone: Backbone, options: FinetuneOptions) -> dict[str, TaskSplit]:
+    """The train split (a seeded subset if asked) and every scored split."""
     chosen = range(len(task.train))
     if options.max_train_examples and len(task.train) > options.max_train_examples:
         chosen = sorted(
             np.random.default_rng(options.seed).permutation(len(task.train))[: options.max_train_examples]
         )
     train = [task.train[i] for i in chosen]
-    splits = {"train": EncodedSplit("train", train, backbone, options, [f"train/{i}" for i in chosen])}
+    splits = {"train": TaskSplit("train", train, backbone, options, [f"train/{i}" for i in chosen])}
     for name, examples in task.evaluations.items():
-        splits[name] = EncodedSplit(name, examples, backbone, options)
+        splits[name] = TaskSplit(name, examples, backbone, options)
     return splits
 
 
@@ -198,7 +250,7 @@ def finetune(
     backbone: Backbone,
     options: FinetuneOptions,
     run_dir: Path,
-    splits: dict[str, EncodedSplit] | None = None,
+    splits: dict[str, TaskSplit] | None = None,
     progress: bool = True,
     callbacks: list[L.Callback] = (),
 ) -> dict[str, Any]:
@@ -208,7 +260,7 @@ def finetune(
     run_dir = Path(run_dir)
     started = time.perf_counter()
     splits = splits or prepare(task, backbone, options)
-    spec = sequence_spec(backbone, options.max_positions)
+    spec = sequence_spec(backbone, options.budget(backbone).total(options.modality))
     with torch.random.fork_rng():
         torch.manual_seed(options.seed if options.init_seed is None else options.init_seed)
         classifier = SequenceClassifier(
@@ -263,6 +315,7 @@ def finetune(
     results = {
         "task": task.name,
         "modality": options.modality,
+        "input_budget": asdict(options.budget(backbone)),
         "checkpoint": backbone.source,
         "metrics": scores,
         "main_metric": task.metrics[0],

@@ -186,12 +186,41 @@ def _find(folder: Path, name: str) -> Path | None:
     return direct if direct.is_file() else next(iter(sorted(folder.rglob(name))), None)
 
 
-def _nli_rows(path: Path, premise: str, hypothesis: str, label: str) -> list[Example]:
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        rows = _read_tsv(path, header=True)
-    return [Example(r[premise], r[hypothesis], _nli_label(r[label])) for r in rows]
+def _nli_rows(path: Path, reasons: Counter) -> list:
+    """A file's rows as dicts; a JSON line that does not parse is counted in ``reasons``."""
+    if path.suffix != ".jsonl":
+        return _read_tsv(path, header=True)
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            reasons["line that is not JSON"] += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            reasons["line that is not a JSON object"] += 1
+    return rows
+
+
+def _nli_examples(rows: list, fields: tuple[str, str, str], reasons: Counter) -> list[Example]:
+    """Examples of the rows with both texts and a known label; the others are counted in
+    ``reasons`` (XNLI's files have a few short or unlabelled rows, as GLUE's do)."""
+    premise, hypothesis, label = fields
+    examples = []
+    for row in rows:
+        texts = row.get(premise), row.get(hypothesis)
+        if not all(isinstance(text, str) and text.strip() for text in texts):
+            reasons["missing premise or hypothesis"] += 1
+            continue
+        try:
+            examples.append(Example(texts[0], texts[1], _nli_label(row.get(label))))
+        except ValueError:
+            reasons["missing or unknown label"] += 1
+    return examples
 
 
 def xnli(folder: str | Path, setting: str = "english", languages: list[str] | None = None) -> Task:
@@ -207,32 +236,34 @@ def xnli(folder: str | Path, setting: str = "english", languages: list[str] | No
     train_languages = ["en"] if setting == "english" else languages
     train: list[Example] = []
     evaluations: dict[str, list[Example]] = {}
+    reasons: Counter = Counter()
+    official, jsonl = ("premise", "hypo", "label"), ("premise", "hypothesis", "label")
     if _find(folder, "xnli.dev.tsv"):
         for language in train_languages:
             path = _find(folder, f"multinli.train.{language}.tsv")
             if path is None:
                 raise TaskError(f"XNLI: no multinli.train.{language}.tsv under {folder} (XNLI-MT-1.0)")
-            train += _nli_rows(path, "premise", "hypo", "label")
+            train += _nli_examples(_nli_rows(path, reasons), official, reasons)
         for split, name in (("validation", "xnli.dev.tsv"), ("test", "xnli.test.tsv")):
             path = _find(folder, name)
             rows = _read_tsv(path, header=True) if path else []
             for language in languages:
-                evaluations[f"{split}/{language}"] = [
-                    Example(r["sentence1"], r["sentence2"], _nli_label(r["gold_label"]))
-                    for r in rows
-                    if r["language"] == language
-                ]
+                chosen = [r for r in rows if r.get("language") == language]
+                fields = ("sentence1", "sentence2", "gold_label")
+                evaluations[f"{split}/{language}"] = _nli_examples(chosen, fields, reasons)
     else:
         for language in train_languages:
             path = _find(folder, f"train-{language}.jsonl")
             if path is None:
                 raise TaskError(f"XNLI: {folder} has neither xnli.dev.tsv nor train-{language}.jsonl")
-            train += _nli_rows(path, "premise", "hypothesis", "label")
+            train += _nli_examples(_nli_rows(path, reasons), jsonl, reasons)
         for split in ("validation", "test"):
             for language in languages:
                 path = _find(folder, f"{split}-{language}.jsonl")
                 if path:
-                    evaluations[f"{split}/{language}"] = _nli_rows(path, "premise", "hypothesis", "label")
+                    evaluations[f"{split}/{language}"] = _nli_examples(
+                        _nli_rows(path, reasons), jsonl, reasons
+                    )
     evaluations = {name: rows for name, rows in evaluations.items() if rows}
     # the English dev set guides early stopping; the averages are what XNLI reports
     ordered = dict(sorted(evaluations.items(), key=lambda item: (item[0] != "validation/en", item[0])))
@@ -246,6 +277,8 @@ def xnli(folder: str | Path, setting: str = "english", languages: list[str] | No
         ["accuracy"],
         train,
         ordered,
+        skipped=sum(reasons.values()),
+        skip_reasons=dict(reasons),
         averages={k: v for k, v in averages.items() if v},
     )
 

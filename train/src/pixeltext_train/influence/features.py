@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pixeltext_train.data import collate
-from pixeltext_train.evaluate.backbone import Backbone, encode_example, sequence_spec
+from pixeltext_train.evaluate.backbone import Backbone, InputBudget, encode_example, sequence_spec
 from pixeltext_train.evaluate.tasks import Example
 
 
@@ -30,12 +30,12 @@ def example_features(
     """key -> [hidden + label] the unit-length mean-pooled final hidden state, then the label:
     ``classes`` one-hot values (0: one value, the regression target)."""
     spec = sequence_spec(backbone, max_positions)
+    budget = InputBudget.within(max_positions, backbone.end_patch).fitted(backbone.model.config.max_positions)
     model = backbone.model.eval()
     keys, features = list(examples), []
     for start in range(0, len(keys), batch_size):
         chunk = [
-            encode_example(backbone, examples[k], modality, max_positions)
-            for k in keys[start : start + batch_size]
+            encode_example(backbone, examples[k], modality, budget) for k in keys[start : start + batch_size]
         ]
         batch = collate(chunk, spec)
         hidden = model(batch.tokens, batch.patches, batch.is_patch).float()

@@ -28,8 +28,8 @@ import torch
 from pixeltext_train.evaluate.backbone import Backbone, sequence_spec
 from pixeltext_train.evaluate.finetune import (
     ClassifierModule,
-    EncodedSplit,
     FinetuneOptions,
+    TaskSplit,
     finetune,
     loader,
 )
@@ -150,6 +150,9 @@ def record_runs(
     options = FinetuneOptions(
         modality=plan.modality,
         max_positions=plan.max_positions,
+        pair_patches=plan.max_positions // 2,
+        pair_tokens=plan.max_positions - plan.max_positions // 2,
+        workers=0,  # small pools, many short runs: rendering in this process costs less
         batch_size=plan.batch_size,
         lr=plan.lr,
         warmup_steps=0,
@@ -160,11 +163,11 @@ def record_runs(
         init_seed=plan.seed,
     )
     encoded = {
-        name: EncodedSplit("train", list(pool.values()), backbone, options, list(pool))
+        name: TaskSplit("train", list(pool.values()), backbone, options, list(pool))
         for name, pool in examples.items()
     }
-    probe_split = EncodedSplit("probe", list(probe.values()), backbone, options, list(probe))
-    spec = sequence_spec(backbone, plan.max_positions)
+    probe_split = TaskSplit("probe", list(probe.values()), backbone, options, list(probe))
+    spec = sequence_spec(backbone, options.budget(backbone).total(plan.modality))
     probe_items = list(loader(probe_split, options, spec, shuffle=False))  # same for every run
     runs = schedule(plan)
     for number, run in enumerate(runs, 1):
