@@ -207,18 +207,18 @@ def test_pre_training_continues_from_a_converted_checkpoint(tmp_path, articles, 
     sizes = {"hidden_size": HIDDEN, "num_layers": LAYERS, "num_heads": HEADS, "num_kv_heads": KV_HEADS}
     sizes |= {"intermediate_size": INTERMEDIATE, "max_positions": 256}
     model = [f"model.{key}={value}" for key, value in sizes.items()]
-    common = [
-        *model,
-        f"data.shards={shards}",
-        f"init_from={tmp_path / 'pixelgpt.ckpt'}",
-        "data.end_patch=true",
-    ]
-    trainer = train(make_config(*common, "trainer.max_steps=1", "optimizer.lr=1e-12"), tmp_path / "run")
-    state = trainer.lightning_module.model.state_dict()
-    torch.testing.assert_close(state["lm_head.weight"], tensors["lm_token_head.weight"], rtol=0, atol=1e-6)
-    torch.testing.assert_close(
-        state["layers.1.mlp.up_proj.weight"], tensors["model.layers.1.mlp.up_proj.weight"]
-    )
+    common = [*model, f"data.shards={shards}", "data.end_patch=true"]
+    for start in ("init_from", "ckpt_path"):  # ckpt_path of a converted checkpoint: its weights
+        start_from = f"{start}={tmp_path / 'pixelgpt.ckpt'}"
+        config = make_config(*common, start_from, "trainer.max_steps=1", "optimizer.lr=1e-12")
+        state = train(config, tmp_path / start).lightning_module.model.state_dict()
+        torch.testing.assert_close(
+            state["lm_head.weight"], tensors["lm_token_head.weight"], rtol=0, atol=1e-6
+        )
+        torch.testing.assert_close(
+            state["layers.1.mlp.up_proj.weight"], tensors["model.layers.1.mlp.up_proj.weight"]
+        )
+    common.append(f"init_from={tmp_path / 'pixelgpt.ckpt'}")
     with pytest.raises(ValueError, match=r"model\.hidden_size: 32 in the checkpoint, 64 here"):
         train(make_config(*common, "model.hidden_size=64", "trainer.max_steps=1"), tmp_path / "other")
 

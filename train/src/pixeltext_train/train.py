@@ -188,6 +188,10 @@ def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         raise ValueError(f"trainer.max_steps must be at least 1, got {cfg.trainer.max_steps}")
     L.seed_everything(cfg.seed, workers=True)
     data, module = build(cfg)
+    init_from = cfg.get("init_from")
+    if cfg.ckpt_path and load_pretraining(cfg.ckpt_path)["hyper_parameters"].get("converted"):
+        # a converted paper checkpoint has no run to resume: start a new run from its weights
+        init_from, cfg = cfg.ckpt_path, OmegaConf.merge(cfg, {"ckpt_path": None})
     resume = find_checkpoint(cfg, run_dir, module.hparams.run)
     trainer = trainer_for(cfg, run_dir, resume)
     if resume:
@@ -195,8 +199,8 @@ def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     if trainer.is_global_zero:
         parameters = module.model.num_parameters()
         log.info("model: %.1f M parameters; shards: %s (%d)", parameters / 1e6, data.location, len(data.urls))
-    if cfg.get("init_from") and not resume:  # (a resumed run has its own weights)
-        initialise(module, data, Path(cfg.init_from))
+    if init_from and not resume:  # (a resumed run has its own weights)
+        initialise(module, data, Path(init_from))
     ckpt = str(resume.checkpoint) if resume else None
     trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
     tracker = next(c for c in trainer.callbacks if isinstance(c, StreamTracker))
