@@ -4,7 +4,8 @@
 The pairs are the shipped Rotten Tomatoes reviews, each paired with the next one (distinct
 strings, as a task read from a file has). Each size runs in a process of its own, which builds
 the task, makes its DataLoader and reads a fixed number of batches; the peak resident memory
-of that process and of its workers is sampled every 0.1 s. Also: the bytes one rendered input
+of that process (resident) and of its workers (unique: a forked worker's resident memory also
+counts the pages it shares with its parent) is sampled every 0.1 s. Also: the bytes one rendered input
 takes, which is what rendering every example up front (the old way) held per example.
 """
 
@@ -67,9 +68,10 @@ def measure(size: int) -> dict:
     )
     main, peaks = psutil.Process(job.pid), {}
     while job.poll() is None:
-        try:
-            for process in [main, *main.children(recursive=True)]:
-                peaks[process.pid] = max(peaks.get(process.pid, 0), process.memory_info().rss)
+        try:  # workers: unique memory (USS); their RSS also counts the pages shared with the parent
+            peaks[job.pid] = max(peaks.get(job.pid, 0), main.memory_info().rss)
+            for worker in main.children(recursive=True):
+                peaks[worker.pid] = max(peaks.get(worker.pid, 0), worker.memory_full_info().uss)
         except psutil.Error:
             pass
         time.sleep(0.1)
@@ -95,12 +97,12 @@ def main() -> None:
         return child(args.child)
     rows = [measure(size) for size in args.sizes]
     print(f"\nfine-tuning inputs, pair modality, 512 + 512 budget, 2 DataLoader workers, {BATCHES} batches")
-    print(f"{'pairs':>9}{'examples/s':>12}{'main peak MB':>14}{'worker peak MB':>16}{'up front GB':>13}")
+    print(f"{'pairs':>9}{'examples/s':>12}{'main peak MB':>14}{'worker USS MB':>15}{'up front GB':>13}")
     for row in rows:
         up_front = row["input_bytes"] * row["pairs"] / 1e9
         print(
             f"{row['pairs']:9,}{row['examples_per_s']:12.1f}{row['main_peak_mb']:14.0f}"
-            f"{row['worker_peak_mb']:16.0f}{up_front:13.2f}"
+            f"{row['worker_peak_mb']:15.0f}{up_front:13.2f}"
         )
     print("(up front: what rendering every pair before training would hold, at this run's bytes per input)")
     out = Path("outputs/bench")
