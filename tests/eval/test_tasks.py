@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,6 +13,8 @@ import pytest
 from pixeltext_train.evaluate.tasks import (
     GLUE,
     GLUE_FOLDERS,
+    Example,
+    ExampleStore,
     TaskError,
     custom,
     load_task,
@@ -329,3 +333,37 @@ def test_numbers_written_two_ways_are_one_class_and_fractions_a_score(tmp_path):
 def test_a_task_that_cannot_work_is_an_error_naming_file_and_row(tmp_path, train, validation, complaint):
     with pytest.raises(TaskError, match=complaint):
         custom(write(tmp_path / "t.csv", train), write(tmp_path / "v.csv", validation), "x", "y")
+
+
+def test_an_example_store_gives_back_every_example_and_holds_little():
+    """Examples of any text (lone surrogates and all), read back in any order, also after
+    pickling (a spawned DataLoader worker); 100,000 of them hold about 8 bytes each in RAM."""
+    import pickle
+    import tracemalloc
+
+    rng = random.Random(0)
+    alphabet = 'aé€😀\ud800\u0000\n\t"\\ב'
+    examples = [
+        Example(
+            "".join(rng.choices(alphabet, k=rng.randint(0, 30))),
+            None if i % 3 else "".join(rng.choices(alphabet, k=5)),
+            i % 4 if i % 2 else i / 7,
+        )
+        for i in range(500)
+    ]
+    store = ExampleStore(examples)
+    assert len(store) == 500 and list(store) == examples
+    assert store[-1] == examples[-1] and store[10:20] == examples[10:20]
+    with pytest.raises(IndexError):
+        store[500]
+    copy = pickle.loads(pickle.dumps(store))
+    assert [copy[i] for i in (499, 0, 250)] == [examples[499], examples[0], examples[250]]
+    path = Path(store.path)
+    del store, copy
+    assert not path.exists()  # removed with the store that made it
+    tracemalloc.start()
+    big = ExampleStore(Example(f"premise number {i} " * 8, f"hypothesis {i}", i % 3) for i in range(100_000))
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(big) == 100_000 and big[77_777].pair == "hypothesis 77777"
+    assert held < 2_000_000  # a list of these examples would hold over 30 MB

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -186,32 +187,40 @@ class ExampleInputs:
 
 
 class TaskSplit(torch.utils.data.Dataset):
-    """A split's examples and labels; each example is rendered (or tokenised) when read."""
+    """A split's examples (a list, or a task's ``ExampleStore`` on disk); each is rendered (or
+    tokenised) when read. Examples are named by ``keys``, else ``<name>/<number>``: ``numbers``
+    are their places in the task's split (default: their order here)."""
 
     def __init__(
         self,
         name: str,
-        examples: list[Example],
+        examples: Sequence[Example],
         backbone: Backbone,
         options: FinetuneOptions,
         keys: list[str] | None = None,
+        numbers: Sequence[int] | None = None,
     ):
-        self.keys = keys or [f"{name}/{i}" for i in range(len(examples))]  # stable example names
-        self.examples = examples
+        self.name, self.examples, self.keys = name, examples, keys
+        self.numbers = None if numbers is None else np.asarray(numbers, np.int64)
         self.inputs = ExampleInputs(backbone, options.modality, options.budget(backbone))
 
     def __len__(self) -> int:
         return len(self.examples)
 
+    def key(self, index: int) -> str:
+        if self.keys is not None:
+            return self.keys[index]
+        return f"{self.name}/{index if self.numbers is None else self.numbers[index]}"
+
     def subset(self, indices) -> TaskSplit:
         part = copy.copy(self)
         part.examples = [self.examples[i] for i in indices]
-        part.keys = [self.keys[i] for i in indices]
+        part.keys = [self.key(i) for i in indices]
         return part
 
     def __getitem__(self, index: int):
         example = self.examples[index]
-        return self.inputs(example), example.label, self.keys[index]
+        return self.inputs(example), example.label, self.key(index)
 
 
 def loader(split: TaskSplit, options: FinetuneOptions, spec: SequenceSpec, shuffle: bool) -> DataLoader:
@@ -233,13 +242,13 @@ def loader(split: TaskSplit, options: FinetuneOptions, spec: SequenceSpec, shuff
 
 def prepare(task: Task, backbone: Backbone, options: FinetuneOptions) -> dict[str, TaskSplit]:
     """The train split (a seeded subset if asked) and every scored split."""
-    chosen = range(len(task.train))
+    examples, numbers = task.train, None  # (a task's store is read in place, not copied)
     if options.max_train_examples and len(task.train) > options.max_train_examples:
-        chosen = sorted(
+        numbers = sorted(
             np.random.default_rng(options.seed).permutation(len(task.train))[: options.max_train_examples]
         )
-    train = [task.train[i] for i in chosen]
-    splits = {"train": TaskSplit("train", train, backbone, options, [f"train/{i}" for i in chosen])}
+        examples = [task.train[i] for i in numbers]
+    splits = {"train": TaskSplit("train", examples, backbone, options, numbers=numbers)}
     for name, examples in task.evaluations.items():
         splits[name] = TaskSplit(name, examples, backbone, options)
     return splits

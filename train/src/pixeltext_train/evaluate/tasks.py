@@ -13,11 +13,16 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
+import tempfile
+import weakref
+from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pixeltext_render.assets import asset_path
 
@@ -38,8 +43,8 @@ class Task:
     regression: bool
     labels: list[str]  # class names (index = class); empty for regression
     metrics: list[str]  # the first is the one early stopping watches
-    train: list[Example]
-    evaluations: dict[str, list[Example]]  # scored splits; the first guides early stopping
+    train: Sequence[Example]  # a list, or an ExampleStore (on disk) for files of any size
+    evaluations: dict[str, Sequence[Example]]  # scored splits; the first guides early stopping
     skipped: int = 0  # rows without a usable text or label
     skip_reasons: dict[str, int] = field(default_factory=dict)  # why, and how many rows each
     averages: dict[str, list[str]] = field(default_factory=dict)  # e.g. XNLI: mean over languages
@@ -51,6 +56,64 @@ class Task:
     @property
     def pairs(self) -> bool:
         return any(example.pair is not None for example in self.train)
+
+
+# -- examples on disk -----------------------------------------------------------------------
+# XNLI's translate-train-all setting trains on 5.9 M pairs and MNLI on 393 k: held as Python
+# strings they take gigabytes. An ExampleStore writes each example to a temporary file as it is
+# read (one JSON array per line, ASCII) and keeps only where each one ends (8 bytes per
+# example). Reads are positional (os.pread), so forked DataLoader workers read the inherited
+# file at the same time; a spawned worker reopens it by path. The file is removed when the
+# store that made it is collected.
+
+
+def _remove(descriptor: int, path: str) -> None:
+    os.close(descriptor)
+    os.unlink(path)
+
+
+class ExampleStore(Sequence[Example]):
+    """A task's examples in a temporary file, read back one at a time (see above)."""
+
+    def __init__(self, examples: Iterable[Example] = ()):
+        self._descriptor, self.path = tempfile.mkstemp(prefix="pixeltext-examples-", suffix=".jsonl")
+        self._ends = array("q")
+        self._size = 0
+        self._cleanup = weakref.finalize(self, _remove, self._descriptor, self.path)
+        self.extend(examples)
+
+    def append(self, example: Example) -> None:
+        line = json.dumps([example.text, example.pair, example.label]) + "\n"  # ASCII: any text
+        data = line.encode("ascii")
+        os.pwrite(self._descriptor, data, self._size)
+        self._size += len(data)
+        self._ends.append(self._size)
+
+    def extend(self, examples: Iterable[Example]) -> None:
+        for example in examples:
+            self.append(example)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"example {index} of {len(self)}")
+        start = self._ends[index - 1] if index else 0
+        text, pair, label = json.loads(os.pread(self._descriptor, self._ends[index] - start, start))
+        return Example(text, pair, label)
+
+    def __getstate__(self) -> dict[str, Any]:  # a spawned worker: the path, not the descriptor
+        return {"path": self.path, "_ends": self._ends, "_size": self._size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._descriptor = os.open(self.path, os.O_RDONLY)
+        self._cleanup = weakref.finalize(self, os.close, self._descriptor)  # the maker removes it
 
 
 class TaskError(ValueError):
@@ -126,15 +189,14 @@ GLUE_FOLDERS = {
 }
 
 
-def _read_tsv(path: Path, header: bool) -> list:
-    """GLUE's TSV files: tab separated, no quoting (quotes are part of the text)."""
+def _read_tsv(path: Path, header: bool) -> Iterator:
+    """GLUE's TSV files, row by row: tab separated, no quoting (quotes are part of the text)."""
     with open(path, encoding="utf-8", newline="") as handle:
-        reader = (csv.DictReader if header else csv.reader)(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return list(reader)
+        yield from (csv.DictReader if header else csv.reader)(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
 
 
-def _glue_split(path: Path, spec: GlueSpec) -> tuple[list[Example], int]:
-    examples, skipped = [], 0
+def _glue_split(path: Path, spec: GlueSpec) -> tuple[ExampleStore, int]:
+    examples, skipped = ExampleStore(), 0
     for row in _read_tsv(path, spec.header):
         try:
             text, label = row[spec.text], row[spec.label]
@@ -186,41 +248,40 @@ def _find(folder: Path, name: str) -> Path | None:
     return direct if direct.is_file() else next(iter(sorted(folder.rglob(name))), None)
 
 
-def _nli_rows(path: Path, reasons: Counter) -> list:
-    """A file's rows as dicts; a JSON line that does not parse is counted in ``reasons``."""
+def _nli_rows(path: Path, reasons: Counter) -> Iterator[dict]:
+    """A file's rows as dicts, one at a time; a JSON line that does not parse is counted in
+    ``reasons``."""
     if path.suffix != ".jsonl":
-        return _read_tsv(path, header=True)
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            reasons["line that is not JSON"] += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            reasons["line that is not a JSON object"] += 1
-    return rows
+        yield from _read_tsv(path, header=True)
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                reasons["line that is not JSON"] += 1
+                continue
+            if isinstance(row, dict):
+                yield row
+            else:
+                reasons["line that is not a JSON object"] += 1
 
 
-def _nli_examples(rows: list, fields: tuple[str, str, str], reasons: Counter) -> list[Example]:
+def _nli_examples(rows: Iterable[dict], fields: tuple[str, str, str], reasons: Counter) -> Iterator[Example]:
     """Examples of the rows with both texts and a known label; the others are counted in
     ``reasons`` (XNLI's files have a few short or unlabelled rows, as GLUE's do)."""
     premise, hypothesis, label = fields
-    examples = []
     for row in rows:
         texts = row.get(premise), row.get(hypothesis)
         if not all(isinstance(text, str) and text.strip() for text in texts):
             reasons["missing premise or hypothesis"] += 1
             continue
         try:
-            examples.append(Example(texts[0], texts[1], _nli_label(row.get(label))))
+            yield Example(texts[0], texts[1], _nli_label(row.get(label)))
         except ValueError:
             reasons["missing or unknown label"] += 1
-    return examples
 
 
 def xnli(folder: str | Path, setting: str = "english", languages: list[str] | None = None) -> Task:
@@ -234,7 +295,7 @@ def xnli(folder: str | Path, setting: str = "english", languages: list[str] | No
         raise TaskError(f"xnli_setting must be english or translate-train-all, got {setting!r}")
     folder, languages = Path(folder), languages or XNLI_LANGUAGES
     train_languages = ["en"] if setting == "english" else languages
-    train: list[Example] = []
+    train = ExampleStore()
     evaluations: dict[str, list[Example]] = {}
     reasons: Counter = Counter()
     official, jsonl = ("premise", "hypo", "label"), ("premise", "hypothesis", "label")
@@ -243,27 +304,26 @@ def xnli(folder: str | Path, setting: str = "english", languages: list[str] | No
             path = _find(folder, f"multinli.train.{language}.tsv")
             if path is None:
                 raise TaskError(f"XNLI: no multinli.train.{language}.tsv under {folder} (XNLI-MT-1.0)")
-            train += _nli_examples(_nli_rows(path, reasons), official, reasons)
+            train.extend(_nli_examples(_nli_rows(path, reasons), official, reasons))
         for split, name in (("validation", "xnli.dev.tsv"), ("test", "xnli.test.tsv")):
             path = _find(folder, name)
-            rows = _read_tsv(path, header=True) if path else []
+            rows = list(_read_tsv(path, header=True)) if path else []
             for language in languages:
                 chosen = [r for r in rows if r.get("language") == language]
                 fields = ("sentence1", "sentence2", "gold_label")
-                evaluations[f"{split}/{language}"] = _nli_examples(chosen, fields, reasons)
+                evaluations[f"{split}/{language}"] = list(_nli_examples(chosen, fields, reasons))
     else:
         for language in train_languages:
             path = _find(folder, f"train-{language}.jsonl")
             if path is None:
                 raise TaskError(f"XNLI: {folder} has neither xnli.dev.tsv nor train-{language}.jsonl")
-            train += _nli_examples(_nli_rows(path, reasons), jsonl, reasons)
+            train.extend(_nli_examples(_nli_rows(path, reasons), jsonl, reasons))
         for split in ("validation", "test"):
             for language in languages:
                 path = _find(folder, f"{split}-{language}.jsonl")
                 if path:
-                    evaluations[f"{split}/{language}"] = _nli_examples(
-                        _nli_rows(path, reasons), jsonl, reasons
-                    )
+                    rows = _nli_rows(path, reasons)
+                    evaluations[f"{split}/{language}"] = list(_nli_examples(rows, jsonl, reasons))
     evaluations = {name: rows for name, rows in evaluations.items() if rows}
     # the English dev set guides early stopping; the averages are what XNLI reports
     ordered = dict(sorted(evaluations.items(), key=lambda item: (item[0] != "validation/en", item[0])))
