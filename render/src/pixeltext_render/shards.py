@@ -138,8 +138,13 @@ def claim(out: str, job: dict[str, Any]) -> None:
     write_atomically(path, json.dumps(job, sort_keys=True, indent=1).encode())
 
 
-def block_name(block: int) -> str:
-    return f"{block:06d}.jsonl"
+def block_index_path(out: str, block: int) -> str:
+    """A block's shard index lines (streamed into ``shards.jsonl`` at the end)."""
+    return join(out, PARTS, f"index-{block:06d}.jsonl")
+
+
+def block_rejections_path(out: str, block: int) -> str:
+    return join(out, REJECTED, f"{block:06d}.jsonl")
 
 
 def _jsonl(records: list[dict[str, Any]]) -> bytes:
@@ -150,9 +155,9 @@ def write_block(out: str, block: int, parts: list[ShardPart]) -> dict[str, int]:
     """Write one block's index lines and rejections; return the block's totals."""
     parts = sorted(parts, key=lambda p: p.index)
     index = [{"name": p.name, "samples": p.samples, "bytes": p.bytes, "sha256": p.sha256} for p in parts]
-    write_atomically(join(out, PARTS, "index-" + block_name(block)), _jsonl(index))
+    write_atomically(block_index_path(out, block), _jsonl(index))
     rejected = sorted((r for p in parts for r in p.rejected), key=lambda r: (r["key"], r["source"]))
-    write_atomically(join(out, REJECTED, block_name(block)), _jsonl(rejected))
+    write_atomically(block_rejections_path(out, block), _jsonl(rejected))
     totals = {name: sum(getattr(p, name) for p in parts) for name in TOTALS}
     return {**totals, "shards": len(parts), "rejected": len(rejected), "blocks": 1}
 
@@ -172,7 +177,7 @@ def write_summary(out: str, header: dict[str, Any], totals: dict[str, int]) -> d
     temporary = join(out, f"{INDEX}{TEMPORARY}{uuid.uuid4().hex}")
     with FileSystems.create(temporary) as stream:
         for block in range(totals["blocks"]):
-            data = read_bytes(join(out, PARTS, "index-" + block_name(block)))
+            data = read_bytes(block_index_path(out, block))
             digest.update(data)
             stream.write(data)
     FileSystems.rename([temporary], [join(out, INDEX)])
@@ -203,7 +208,7 @@ def read_rejections(out: str) -> Iterator[dict[str, str]]:
     """Every rejection line, part by part."""
     parts = read_manifest(out)["rejected"]["parts"]
     for block in range(parts):
-        with FileSystems.open(join(out, REJECTED, block_name(block))) as stream:
+        with FileSystems.open(block_rejections_path(out, block)) as stream:
             for line in stream:
                 yield json.loads(line)
 

@@ -99,7 +99,7 @@ def _matches_any(pattern: str) -> bool:
 def resolve_pattern(pattern: str) -> str:
     """The pattern to match for what a user named: a folder means every file under it, a file
     whose name holds glob characters (``data[1].jsonl``) means that file. Checked on the
-    launcher with one listing call each (matching stops at the first file)."""
+    launcher, once per pattern, with two or three listing calls (each stops at the first file)."""
     if _has_glob(pattern):
         if FileSystems.exists(pattern):
             return glob.escape(pattern)
@@ -170,15 +170,15 @@ def check_text(text: str, options: ReadOptions) -> str | None:
 
 
 class MatchCorpus(beam.PTransform):
-    """Patterns -> every ``CorpusFile`` they match, each once. The patterns are resolved when
-    the graph is built (one listing call each); the workers do the matching."""
+    """Resolved patterns (``resolve_pattern``, on the launcher) -> every ``CorpusFile`` they
+    match, each once; the workers do the matching."""
 
     def __init__(self, patterns: list[str]):
         super().__init__()
         self.patterns = patterns
 
     def expand(self, pipeline):
-        patterns = [resolve_pattern(pattern) for pattern in self.patterns]
+        patterns = self.patterns
         folder = corpus_folder(patterns)
         return (
             pipeline
@@ -367,7 +367,7 @@ def _field_text(record: dict, field: str) -> str | Invalid:
 
 
 class ReadCorpus(beam.PTransform):
-    """Corpus patterns -> ``Document`` and ``Rejection`` elements, in one collection."""
+    """Resolved corpus patterns -> ``Document`` and ``Rejection`` elements, in one collection."""
 
     def __init__(self, patterns: list[str], options: ReadOptions):
         super().__init__()

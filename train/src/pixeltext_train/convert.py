@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from pixeltext_render import RenderConfig, Renderer
-from pixeltext_render.fonts import FontError
+from pixeltext_render.fonts import FontError, resolve_font
 from pixeltext_render.tokenizers import load_tokenizer, tokenizer_record
 from pixeltext_train.checkpoints import CheckpointError, load_plain
 from pixeltext_train.model import ModelConfig, PixelTextModel
@@ -53,16 +53,21 @@ class ConversionError(ValueError):
     """SRC is not a checkpoint this converter knows; the message says what is wrong."""
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ConversionError(f"{path} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ConversionError(f"{path} holds a {type(value).__name__}, not a JSON object")
+    return value
+
+
 def read_config(source: Path) -> dict[str, Any]:
     path = source / "config.json"
     if not path.is_file():
         raise ConversionError(f"{source} has no config.json: not a Hugging Face checkpoint folder")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ConversionError(f"{path} is not JSON: {error}") from None
-    if not isinstance(config, dict):
-        raise ConversionError(f"{path} holds a {type(config).__name__}, not a JSON object")
+    config = _json_object(path)
     architectures = config.get("architectures") or []
     if not any(name in ARCHITECTURES for name in architectures):
         raise ConversionError(
@@ -86,8 +91,8 @@ def read_config(source: Path) -> dict[str, Any]:
 
 
 def model_config(official: dict[str, Any]) -> ModelConfig:
-    heads = official["num_attention_heads"]
     try:
+        heads = official["num_attention_heads"]
         return ModelConfig(
             vocab_size=official["vocab_size"],
             hidden_size=official["hidden_size"],
@@ -177,7 +182,7 @@ def render_config(source: Path) -> tuple[RenderConfig, list[str]]:
     official |= {"max_seq_length": 1024, "font_color": "black", "background_color": "white", "pad_size": 3}
     differences = ["drawn by PangoCairo in the official code, by HarfBuzz and FreeType in pixeltext"]
     if path.is_file():
-        official |= json.loads(path.read_text(encoding="utf-8"))
+        official |= _json_object(path)
     else:
         differences.append(
             "no text_renderer_config.json in the folder: the official noto_renderer's is assumed"
@@ -193,14 +198,14 @@ def render_config(source: Path) -> tuple[RenderConfig, list[str]]:
             values[field] = COLOURS[colour]
         else:
             differences.append(f"{key}={colour!r} is not mapped: pixeltext's default is used")
-    config = RenderConfig(**values, fonts=(str(official["font_file"]),))
     try:
-        Renderer(config, tokenizer="bytes")
+        resolve_font(str(official["font_file"]))
+        values["fonts"] = (str(official["font_file"]),)
     except FontError:
         differences.append(
             f"font {official['font_file']} is not installed: pixeltext draws with its Noto fallback chain"
         )
-        config = RenderConfig(**values)
+    config = RenderConfig(**values)
     differences.append(f"pad_size={official['pad_size']} (PIXEL's padding) has no pixeltext setting")
     return config, differences
 

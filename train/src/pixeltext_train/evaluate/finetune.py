@@ -162,15 +162,14 @@ class ExampleInputs:
     process (a DataLoader worker) rebuilds from its config and checks by fingerprint."""
 
     def __init__(self, backbone: Backbone, modality: str, budget: InputBudget):
-        self.modality, self.budget = modality, budget
-        self.bos_id, self.end_patch = backbone.bos_id, backbone.end_patch
+        self.modality, self.budget, self.bos_id = modality, budget, backbone.bos_id
         self.config, self.tokenizer = backbone.renderer.config, backbone.renderer.tokenizer.spec
         self.fingerprint = backbone.renderer.fingerprint
         self._inputs = self._backbone(backbone.renderer)
         self._process = os.getpid()
 
     def _backbone(self, renderer) -> Backbone:
-        return Backbone(None, renderer, "", self.bos_id, self.end_patch)  # no model: inputs only
+        return Backbone(None, renderer, "", self.bos_id)  # no model: inputs only (the budget says the rest)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_inputs": None}  # the renderer is rebuilt, not pickled
