@@ -153,6 +153,13 @@ def test_a_different_job_into_the_same_folder_is_refused(shards, corpus):
         run(job(corpus, shards, shard_samples=11), workers=1, progress=False)
 
 
+def test_a_rerun_on_another_cpu_architecture_is_refused(shards, corpus, monkeypatch):
+    """zlib-ng's PNG bytes may differ between architectures: one OUT is finished on one."""
+    monkeypatch.setattr("platform.machine", lambda: "other-architecture")
+    with pytest.raises(JobConflict, match="machine"):
+        run(job(corpus, shards), workers=1, progress=False)
+
+
 def test_bad_records_are_rejected_and_good_ones_kept(tmp_path, wiki):
     folder = tmp_path / "dirty"
     folder.mkdir()

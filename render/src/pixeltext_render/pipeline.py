@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import tempfile
 import threading
 import time
@@ -85,6 +86,9 @@ class RenderJob:
             "tokenizer": self.tokenizer,
             "tokenizer_fingerprint": renderer.tokenizer.fingerprint,
             "shard_samples": self.shard_samples,
+            # zlib-ng picks code paths by CPU, and its output is known to differ between x86-64
+            # and aarch64: the same pixels, other PNG bytes. A rerun finishes on one architecture.
+            "machine": platform.machine(),
         }
 
 
