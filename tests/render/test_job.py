@@ -306,7 +306,8 @@ def test_the_pipeline_graph_builds_for_cluster_runners(flags, corpus, tmp_path):
     runner = flags[0].split("=")[1]
     render_job = job(corpus, "gs://my-bucket/shards" if runner == "DataflowRunner" else tmp_path)
     pipeline = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
-    build(pipeline, render_job, list(render_job.corpus), 3, manifest_header(render_job, Renderer()))
+    plan = {"strips": 3, "parts": 2, "splits": {}}
+    build(pipeline, render_job, list(render_job.corpus), plan, manifest_header(render_job, Renderer()))
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"Read", "RenderShards", "Summary"} <= names

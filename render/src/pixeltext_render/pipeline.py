@@ -1,8 +1,11 @@
 """The render job: an Apache Beam pipeline from corpus files to WebDataset shards.
 
-    ReadCorpus      patterns -> files (matched by the workers) -> documents and rejections
+    SurveyCorpus    (first pass) patterns -> files -> where line-based files split, how many
+                    parts are read, and the strips estimated -> the plan
+    ReadCorpus      patterns -> files (matched by the workers) -> parts, spread over as many
+                    groups -> documents and rejections
     AssignShards    each -> shard index, by a hash of its key; the number of shards follows
-                    from the corpus size (about ``shard_samples`` strips each)
+                    from the plan (about ``shard_samples`` strips each)
     RenderShards    each shard's documents, sorted by key, rendered and written as one tar,
                     with its part record (counts and rejections)
     WriteSummary    blocks of parts -> index and rejection parts -> shards.jsonl, manifest.json
@@ -18,6 +21,7 @@ the last sink, drops ``finish_bundle`` outputs, and neither separates tags nor r
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -37,16 +41,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.dask_cluster import DASK_RUNNER, dask_cluster
+from pixeltext_render.grouping import GroupInto
 from pixeltext_render.renderer import RenderedDocument, Renderer
 from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, key_hash, sample_key, shard_name
 from pixeltext_render.shards import (
     BLOCK_SHARDS,
-    PARTS,
     ShardPart,
     add_totals,
     claim,
     finished_part,
-    join,
+    plan_path,
     read_bytes,
     read_manifest,
     tar_bytes,
@@ -55,11 +59,21 @@ from pixeltext_render.shards import (
     write_shard,
     write_summary,
 )
-from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, Rejection, resolve_pattern
+from pixeltext_render.sources import (
+    Document,
+    FileSurvey,
+    ReadCorpus,
+    ReadOptions,
+    Rejection,
+    SurveyCorpus,
+    resolve_pattern,
+)
 from pixeltext_render.tokenizers import tokenizer_record
 
 LOCAL_RUNNERS = ("DirectRunner",)
 RUNNER_NAMES = {"DaskRunner": DASK_RUNNER}  # runners Beam knows only by their full name
+DASK_PARTITION_FLAGS = ("--dask_partition_size", "--dask_npartitions")
+SHARDS_PER_PARTITION = 4  # shards whose documents a Dask partition holds at once (``GroupInto``)
 
 
 @dataclass(frozen=True)
@@ -98,33 +112,54 @@ def estimated_strips(characters: int, config: RenderConfig) -> int:
     return max(1, math.ceil(characters * 0.5 * config.font_size / capacity))
 
 
-def estimate_path(out: str) -> str:
-    return join(out, PARTS, "estimated-strips.json")
-
-
-def _estimate(record: Document | Rejection, config: RenderConfig) -> int:
-    return estimated_strips(len(record.text), config) if isinstance(record, Document) else 0
-
-
 def shard_of(key: str, shards: int) -> int:
     return key_hash(key) % shards
 
 
-class EstimateStrips(beam.PTransform):
-    """Documents and rejections -> the strips they will make, estimated, written to ``path``
-    (the first of the job's two passes: the number of shards follows from it)."""
+@dataclass(frozen=True)
+class _TextStrips:
+    """A document's text -> its estimated strips (a picklable function of the config)."""
 
-    def __init__(self, config: RenderConfig, path: str):
+    config: RenderConfig
+
+    def __call__(self, text: str) -> int:
+        return estimated_strips(len(text), self.config)
+
+
+def merge_plans(plans) -> dict[str, Any]:
+    """Plans (``plan_of`` one file, or merged ones) -> one plan: totals, and the splits by path."""
+    merged: dict[str, Any] = {"strips": 0, "parts": 0, "splits": {}}
+    for plan in plans:
+        merged["strips"] += plan["strips"]
+        merged["parts"] += plan["parts"]
+        merged["splits"].update(plan["splits"])
+    return merged
+
+
+def _plan_bytes(plan: dict[str, Any]) -> bytes:
+    return json.dumps(plan, sort_keys=True).encode()
+
+
+def plan_of(survey: FileSurvey) -> dict[str, Any]:
+    splits = {survey.path: [list(split) for split in survey.splits]} if survey.splits else {}
+    return {"strips": survey.strips, "parts": survey.parts, "splits": splits}
+
+
+class WritePlan(beam.PTransform):
+    """File surveys -> the plan, written to ``path`` (the first of the job's two passes: the
+    number of shards follows from its strips, the reading from its parts and splits)."""
+
+    def __init__(self, path: str):
         super().__init__()
-        self.config, self.path = config, path
+        self.path = path
 
-    def expand(self, records):
-        config, path = self.config, self.path
+    def expand(self, surveys):
+        path = self.path
         return (
-            records
-            | "Estimate" >> beam.Map(lambda record: _estimate(record, config))
-            | "Total" >> beam.CombineGlobally(sum)
-            | "Write" >> beam.Map(lambda total: write_atomically(path, json.dumps(total).encode()))
+            surveys
+            | "Plan" >> beam.Map(plan_of)
+            | "Merge" >> beam.CombineGlobally(merge_plans)
+            | "Write" >> beam.Map(lambda plan: write_atomically(path, _plan_bytes(plan)))
         )
 
 
@@ -141,13 +176,18 @@ class AssignShards(beam.PTransform):
 
     def expand(self, records):
         shards = self.shards
-        keyed = records | "Key" >> beam.Map(lambda record: (shard_of(record.key, shards), record))
-        every = (
-            records.pipeline
-            | "Count" >> beam.Create([shards])
-            | "Every" >> beam.FlatMap(lambda count: ((i, None) for i in range(count)))
+        return (
+            records
+            | "Key" >> beam.Map(lambda record: (shard_of(record.key, shards), record))
+            | "Group" >> GroupInto(shards, per_seed=SHARDS_PER_PARTITION)
         )
-        return (keyed, every) | "Union" >> beam.Flatten() | "Group" >> beam.GroupByKey()
+
+
+@functools.lru_cache(maxsize=1)
+def process_renderer(config: RenderConfig, tokenizer: str) -> Renderer:
+    """One renderer per worker process, its caches warm from shard to shard: Beam's DaskRunner
+    sets a DoFn up for every partition, not once per process."""
+    return Renderer(config, tokenizer)
 
 
 class RenderShard(beam.DoFn):
@@ -158,18 +198,17 @@ class RenderShard(beam.DoFn):
         self.progress_folder = progress_folder
 
     def setup(self) -> None:
-        self.renderer = Renderer(self.job.config, self.job.tokenizer)
+        self.renderer = process_renderer(self.job.config, self.job.tokenizer)
         self.progress = _ProgressFile(self.progress_folder)
 
     def process(self, element):
-        index, documents = element
+        index, records = element
         done = finished_part(self.job.out, index)
         if done is not None:
             self.progress.add(done.documents, done.samples)
             yield done
             return
         part = ShardPart(index, shard_name(index))
-        records = [r for r in documents if r is not None]
         part.rejected = [asdict(r) for r in records if isinstance(r, Rejection)]
         samples: list[tuple[str, dict[str, bytes]]] = []
         seen: set[str] = set()
@@ -257,20 +296,23 @@ class WriteSummary(beam.PTransform):
         )
 
 
-def build_estimate(pipeline: beam.Pipeline, job: RenderJob, patterns: list[str]):
-    records = pipeline | "Read" >> ReadCorpus(patterns, job.read)
-    return records | "EstimateStrips" >> EstimateStrips(job.config, estimate_path(job.out))
+def build_plan(pipeline: beam.Pipeline, job: RenderJob, patterns: list[str], workers: int):
+    survey = SurveyCorpus(patterns, job.read, _TextStrips(job.config), buckets=workers)
+    surveys = pipeline | "Survey" >> survey
+    return surveys | "WritePlan" >> WritePlan(plan_path(job.out))
 
 
 def build(
     pipeline: beam.Pipeline,
     job: RenderJob,
     patterns: list[str],
-    shards: int,
+    plan: dict[str, Any],
     header: dict,
     progress_folder: str | None = None,
 ):
-    records = pipeline | "Read" >> ReadCorpus(patterns, job.read)
+    read = ReadCorpus(patterns, job.read, job.out, buckets=max(plan["parts"], 1))
+    records = pipeline | "Read" >> read
+    shards = shard_count(plan["strips"], job.shard_samples)
     parts = records | "RenderShards" >> RenderShards(job, shards, progress_folder)
     return parts | "Summary" >> WriteSummary(job.out, header)
 
@@ -293,8 +335,12 @@ def beam_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOpt
     """Beam options; the local runner is named in full so it behaves the same everywhere.
 
     Construction-time type checking is off: the transforms carry no type hints for it to use,
-    and it costs about half a second per pass (a third of a small job's fixed cost)."""
+    and it costs about half a second per pass (a third of a small job's fixed cost). On Dask,
+    each created value is a partition of its own unless the user says otherwise: the job's
+    groupings are then spread over as many partitions as they have groups (``GroupInto``)."""
     extra: dict[str, Any] = {"pipeline_type_check": False}
+    if runner == DASK_RUNNER and not any(a.startswith(DASK_PARTITION_FLAGS) for a in beam_args):
+        beam_args = [*beam_args, "--dask_partition_size=1"]
     if runner in LOCAL_RUNNERS:
         mode = "multi_processing" if workers > 1 else "in_memory"
         extra |= {"direct_running_mode": mode, "direct_num_workers": workers}
@@ -325,15 +371,15 @@ def run(
         local = progress and (runner in LOCAL_RUNNERS or (runner == DASK_RUNNER and not dask_address))
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pixeltext-progress-"))
         options = beam_options(runner, workers, beam_args)
-        if not FileSystems.exists(estimate_path(job.out)):  # a rerun has it
-            _run_pipeline(options, stack, lambda pipeline: build_estimate(pipeline, job, patterns))
-        shards = shard_count(json.loads(read_bytes(estimate_path(job.out))), job.shard_samples)
+        if not FileSystems.exists(plan_path(job.out)):  # a rerun has it
+            _run_pipeline(options, stack, lambda pipeline: build_plan(pipeline, job, patterns, workers))
+        plan = json.loads(read_bytes(plan_path(job.out)))
         if local:
             stack.callback(_ProgressDisplay(folder).stop)
         header = manifest_header(job, renderer)
         progress_folder = folder if local else None
         _run_pipeline(
-            options, stack, lambda pipeline: build(pipeline, job, patterns, shards, header, progress_folder)
+            options, stack, lambda pipeline: build(pipeline, job, patterns, plan, header, progress_folder)
         )
     return read_manifest(job.out)
 

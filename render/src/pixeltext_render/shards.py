@@ -99,6 +99,11 @@ class ShardPart:
         return cls(**json.loads(data))
 
 
+def plan_path(out: str) -> str:
+    """The job's plan: what its first pass learnt of the corpus."""
+    return join(out, PARTS, "plan.json")
+
+
 def part_path(out: str, index: int) -> str:
     return join(out, PARTS, shard_name(index) + ".json")
 

@@ -1,9 +1,13 @@
 """Reading corpora for the render job: Parquet, JSON Lines and plain text (each optionally
 compressed), on any filesystem Beam knows (local paths, ``gs://``, ``s3://``, ``hdfs://``).
 
-Files are matched inside the pipeline (the job's request never lists them), a Parquet file is
-split across workers by row group, and every bad record or file becomes a ``Rejection`` in the
-same collection as the documents: no tagged outputs, which some runners do not separate.
+Files are matched inside the pipeline (the job's request never lists them) and read in parts:
+a Parquet file by row group, a JSON Lines or line-per-document file in ranges of about
+``SPLIT_BYTES`` that start at lines the job's survey found (``SurveyFile``), any other file
+whole. Parts are spread over ``buckets`` groups, so a runner that holds a group in memory
+(Beam's DaskRunner holds each partition as a list) holds about one part's documents at a time.
+Every bad record or file becomes a ``Rejection`` in the same collection as the documents: no
+tagged outputs, which some runners do not separate.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import glob
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, NamedTuple
 
@@ -22,12 +26,15 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pixeltext_render.compression import SUFFIXES, compression_suffix, open_decompressed
-from pixeltext_render.schema import is_safe_key
+from pixeltext_render.grouping import GroupInto
+from pixeltext_render.schema import is_safe_key, key_hash
+from pixeltext_render.shards import plan_path, read_bytes
 
 _GLOB = re.compile(r"[*?\[{]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BOM = b"\xef\xbb\xbf"
 _BATCH_ROWS = 1024  # Parquet rows decoded at once
+SPLIT_BYTES = 8 << 20  # a line-based file is read in parts of about this many bytes (decompressed)
 
 
 @dataclass(frozen=True)
@@ -63,14 +70,37 @@ class CorpusFile:
     name: str  # relative to the corpus folder, printable (a name that is not UTF-8 is escaped)
     size: int  # bytes, as stored
 
+    @property
+    def label(self) -> str:
+        return self.name
+
 
 @dataclass(frozen=True)
 class FilePart:
-    """What one worker reads: a whole file, or one row group of a Parquet file."""
+    """What one worker reads: a whole file, one row group of a Parquet file, or a range of
+    lines of a line-based file."""
 
     file: CorpusFile
     row_group: int | None = None
-    first_row: int = 0  # rows of the file before this part
+    first_row: int = 0  # rows (or lines) of the file before this part
+    start: int = 0  # line-based files: the byte (decompressed) the part's first line starts at
+    end: int | None = None  # the byte after the part's last line; None: the end of the file
+
+    @property
+    def label(self) -> str:
+        """Which part of which file, for spreading parts: stable across runs and runners."""
+        return f"{self.file.name}|{self.row_group}|{self.start}"
+
+
+@dataclass(frozen=True)
+class FileSurvey:
+    """What the first pass learns of a file: where its line-based parts start (byte, lines
+    before), how many parts it is read in, and the strips its documents are estimated at."""
+
+    path: str
+    splits: tuple[tuple[int, int], ...]
+    parts: int
+    strips: int
 
 
 @dataclass(frozen=True)
@@ -198,17 +228,19 @@ def _corpus_file(encoded_path: bytes, size: int, folder: str) -> CorpusFile:
     return CorpusFile(path, printable(name.lstrip("/") or path), size)
 
 
-class SplitFiles(beam.DoFn):
-    """A file -> the parts workers read: each row group of a Parquet file, any other file whole.
-    A Parquet file whose footer cannot be read is one part, rejected when it is read."""
+def line_based(name: str, options: ReadOptions) -> bool:
+    """Whether a file holds one record per line (and can be read in ranges of lines)."""
+    kind = file_format(name, options.format)
+    return kind == "jsonl" or (kind == "text" and options.lines)
 
-    def __init__(self, options: ReadOptions):
-        self.options = options
 
-    def process(self, corpus_file: CorpusFile) -> Iterator[FilePart]:
-        if file_format(corpus_file.name, self.options.format) != "parquet":
-            yield FilePart(corpus_file)
-            return
+def file_parts(
+    corpus_file: CorpusFile, options: ReadOptions, splits: Iterable[tuple[int, int]] = ()
+) -> Iterator[FilePart]:
+    """The parts a file is read in: each row group of a Parquet file, the ranges between
+    ``splits`` (byte, lines before) of a line-based file, any other file whole. A Parquet file
+    whose footer cannot be read is one part, rejected when it is read."""
+    if file_format(corpus_file.name, options.format) == "parquet":
         try:
             with _open_parquet(corpus_file) as table:
                 counts = [table.metadata.row_group(i).num_rows for i in range(table.num_row_groups)]
@@ -219,6 +251,73 @@ class SplitFiles(beam.DoFn):
         for group, rows in enumerate(counts):
             yield FilePart(corpus_file, group, first)
             first += rows
+        return
+    start, before = 0, 0
+    for offset, lines in splits:
+        yield FilePart(corpus_file, None, before, start, offset)
+        start, before = offset, lines
+    yield FilePart(corpus_file, None, before, start)
+
+
+def line_splits(
+    corpus_file: CorpusFile, options: ReadOptions, every: int | None = None
+) -> tuple[tuple[int, int], ...]:
+    """Where a line-based file's parts start: ``(byte, lines before)`` about every ``every``
+    decompressed bytes (``SPLIT_BYTES``), at line starts. A damaged file is split up to the
+    damage (its last part then reports it)."""
+    every = every or SPLIT_BYTES
+    if not line_based(corpus_file.name, options):
+        return ()
+    if not compression_suffix(corpus_file.name) and corpus_file.size <= every:
+        return ()
+    splits, last = [], 0
+    try:
+        with open_decompressed(corpus_file.path, corpus_file.name) as stream:
+            for number, offset, _ in _lines(stream, options.max_bytes, FilePart(corpus_file)):
+                if offset - last >= every:
+                    splits.append((offset, number - 1))
+                    last = offset
+    except Exception:
+        pass
+    return tuple(splits)
+
+
+class SurveyFile(beam.DoFn):
+    """A file -> its ``FileSurvey`` (the first pass): the parts it is read in, and the strips
+    its documents are estimated at by ``estimate(text)``."""
+
+    def __init__(self, options: ReadOptions, estimate: Callable[[str], int]):
+        self.options, self.estimate = options, estimate
+
+    def process(self, corpus_file: CorpusFile) -> Iterator[FileSurvey]:
+        splits = line_splits(corpus_file, self.options)
+        parts = list(file_parts(corpus_file, self.options, splits))
+        parse = ParseFile(self.options)
+        strips = sum(
+            self.estimate(record.text)
+            for part in parts
+            for record in parse.process(part)
+            if isinstance(record, Document)
+        )
+        yield FileSurvey(corpus_file.path, splits, len(parts), strips)
+
+
+class SplitFiles(beam.DoFn):
+    """A file -> the parts workers read (``file_parts``), line-based files split where the
+    plan of the job writing to ``out`` says (read once per worker; it only gives numbers for
+    files the job matched itself). Without a plan, or for a file it does not list, whole."""
+
+    def __init__(self, options: ReadOptions, out: str | None = None):
+        self.options, self.out = options, out
+
+    def setup(self) -> None:
+        self.splits: dict[str, list] = {}
+        if self.out:
+            self.splits = json.loads(read_bytes(plan_path(self.out)))["splits"]
+
+    def process(self, corpus_file: CorpusFile) -> Iterator[FilePart]:
+        splits = self.splits.get(corpus_file.path, ()) if line_based(corpus_file.name, self.options) else ()
+        yield from file_parts(corpus_file, self.options, splits)
 
 
 def _open_parquet(corpus_file: CorpusFile):
@@ -273,7 +372,7 @@ class ParseFile(beam.DoFn):
     def _jsonl(self, part: FilePart) -> Iterator:
         field, id_field = self.options.text_field, self.options.id_field
         with open_decompressed(part.file.path, part.file.name) as stream:
-            for number, raw in _lines(stream, self.options.max_bytes):
+            for number, _, raw in _lines(stream, self.options.max_bytes, part):
                 if isinstance(raw, Invalid):
                     yield number, None, raw
                     continue
@@ -322,7 +421,7 @@ class ParseFile(beam.DoFn):
                 else:
                     yield 1, None, _decode(data.removeprefix(_BOM))
                 return
-            for number, raw in _lines(stream, limit):
+            for number, _, raw in _lines(stream, limit, part):
                 if isinstance(raw, Invalid):
                     yield number, None, raw
                     continue
@@ -331,23 +430,39 @@ class ParseFile(beam.DoFn):
                     yield number, None, _decode(line)
 
 
-def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | Invalid]]:
-    """Numbered lines (a BOM before the first removed); a line over ``limit`` bytes is skipped
-    without being held whole, and given as ``Invalid``."""
-    number = 0
-    while True:
+def _lines(stream: IO[bytes], limit: int, part: FilePart) -> Iterator[tuple[int, int, bytes | Invalid]]:
+    """The part's lines, numbered in the file, each with the byte it starts at (a BOM before
+    the file's first line removed); a line over ``limit`` bytes is skipped without being held
+    whole, and given as ``Invalid``."""
+    _skip(stream, part.start)
+    number, offset = part.first_row, part.start
+    while part.end is None or offset < part.end:
         raw = stream.readline(limit + 1)
         if not raw:
             return
-        number += 1
+        number, start = number + 1, offset
+        offset += len(raw)
+        cut = len(raw) > limit and not raw.endswith(b"\n")  # (before the BOM goes: a cut line)
         if number == 1:
             raw = raw.removeprefix(_BOM)
-        if len(raw) > limit and not raw.endswith(b"\n"):
+        if cut:
             while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass
-            yield number, Invalid(f"too long: over {limit} bytes (4 x --max-chars)")
+                offset += len(rest)
+            offset += len(rest)
+            yield number, start, Invalid(f"too long: over {limit} bytes (4 x --max-chars)")
             continue
-        yield number, raw
+        yield number, start, raw
+
+
+def _skip(stream: IO[bytes], count: int) -> None:
+    """Move ``count`` bytes into a stream just opened: a seek, or reading past them."""
+    if not count:
+        return
+    if stream.seekable():
+        stream.seek(count)
+        return
+    while count and (data := stream.read(min(count, 1 << 20))):
+        count -= len(data)
 
 
 def _decode(data: bytes) -> str | Invalid:
@@ -366,18 +481,65 @@ def _field_text(record: dict, field: str) -> str | Invalid:
     return value
 
 
-class ReadCorpus(beam.PTransform):
-    """Resolved corpus patterns -> ``Document`` and ``Rejection`` elements, in one collection."""
+class Spread(beam.PTransform):
+    """File parts -> the same parts, regrouped into ``buckets`` groups (by a hash of each
+    part's label): the reading is spread over workers, and over as many partitions."""
 
-    def __init__(self, patterns: list[str], options: ReadOptions):
+    def __init__(self, buckets: int):
+        super().__init__()
+        self.buckets = buckets
+
+    def expand(self, parts):
+        buckets = self.buckets
+        return (
+            parts
+            | "Bucket" >> beam.Map(lambda part: (key_hash(part.label) % buckets, part))
+            | "Group" >> GroupInto(buckets)
+            | "Parts" >> beam.FlatMap(lambda bucket: bucket[1])
+        )
+
+
+class ReadCorpus(beam.PTransform):
+    """Resolved corpus patterns -> ``Document`` and ``Rejection`` elements, in one collection.
+
+    ``out`` is the folder of a job whose plan says where line-based files split (none: files
+    are read whole), ``buckets`` the groups parts are spread over (the number of parts)."""
+
+    def __init__(
+        self,
+        patterns: list[str],
+        options: ReadOptions,
+        out: str | None = None,
+        buckets: int = 1,
+    ):
         super().__init__()
         self.patterns, self.options = patterns, options
+        self.out, self.buckets = out, buckets
 
     def expand(self, pipeline):
         return (
             pipeline
             | "Match" >> MatchCorpus(self.patterns)
-            | "Split" >> beam.ParDo(SplitFiles(self.options))
-            | "Spread" >> beam.Reshuffle()
+            | "Split" >> beam.ParDo(SplitFiles(self.options, self.out))
+            | "Spread" >> Spread(self.buckets)
             | "Parse" >> beam.ParDo(ParseFile(self.options))
+        )
+
+
+class SurveyCorpus(beam.PTransform):
+    """Resolved corpus patterns -> one ``FileSurvey`` per file (the first pass), files spread
+    over ``buckets`` groups (one per worker)."""
+
+    def __init__(
+        self, patterns: list[str], options: ReadOptions, estimate: Callable[[str], int], buckets: int
+    ):
+        super().__init__()
+        self.patterns, self.options, self.estimate, self.buckets = patterns, options, estimate, buckets
+
+    def expand(self, pipeline):
+        return (
+            pipeline
+            | "Match" >> MatchCorpus(self.patterns)
+            | "Spread" >> Spread(self.buckets)
+            | "Survey" >> beam.ParDo(SurveyFile(self.options, self.estimate))
         )

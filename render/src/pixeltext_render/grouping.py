@@ -1,0 +1,38 @@
+"""Grouping into a known number of groups, every group present (the empty ones too)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+MAX_SEEDS = 65_536  # values created to make the groups (a bound on the job request's size)
+
+
+class GroupInto(beam.PTransform):
+    """``(group, element)`` pairs, group in ``range(groups)`` -> ``(group, [elements])`` for
+    every group, empty ones included.
+
+    The empty groups come from a ``Create`` of one value per ``per_seed`` groups (at most
+    ``MAX_SEEDS``), each expanded to its groups. Beam's DaskRunner makes a partition of each
+    created value (with ``dask_partition_size`` 1), holds each partition as a list, and a
+    grouping keeps the partitions of its input: so the groups are spread over about as many
+    partitions as there are seeds, not held in the few that a job's other ``Create``s make.
+    (Fewer seeds than groups: Dask's shuffle costs grow with its partitions.)"""
+
+    def __init__(self, groups: int, per_seed: int = 1):
+        super().__init__()
+        self.groups, self.per_seed = groups, per_seed
+
+    def expand(self, pairs):
+        groups = self.groups
+        seeds = max(min(-(-groups // self.per_seed), MAX_SEEDS), 1)
+        every = (
+            pairs.pipeline
+            | "Seeds" >> beam.Create(range(seeds))
+            | "Every" >> beam.FlatMap(lambda seed: ((group, None) for group in range(seed, groups, seeds)))
+        )
+        return (
+            (pairs, every)
+            | "Union" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "Members" >> beam.MapTuple(lambda group, found: (group, [m for m in found if m is not None]))
+        )
