@@ -5,8 +5,8 @@ The documents are the shipped Rotten Tomatoes reviews and Django's messages in 2
 seen every text by the end of the smaller run: what grows between the runs is then the corpus,
 not the variety of text in the renderer's caches (which are bounded: ``cache_size`` pieces).
 The job runs as ``pixeltext-render run`` in its own process; the peak resident memory of the
-launcher and of each worker process is sampled every 0.2 s. A worker holds one shard's
-documents at a time; the launcher of a DirectRunner job also runs Beam's shuffle.
+launcher and of each worker process is sampled every 0.2 s (the launcher of a DirectRunner job
+also holds Beam's shuffle).
 """
 
 from __future__ import annotations
