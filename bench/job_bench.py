@@ -32,7 +32,7 @@ from zlib_ng import zlib_ng
 
 from pixeltext_render import Renderer
 from pixeltext_render.corpora import default_corpus, django_catalogue, django_messages
-from pixeltext_render.pipeline import RenderJob, run
+from pixeltext_render.pipeline import RenderJob, process_renderer, run
 from pixeltext_render.schema import encode_png
 
 MIX_LANGUAGES = ("fr", "es", "de")
@@ -69,7 +69,9 @@ def mixed_documents() -> list[dict[str, str]]:
 
 
 def time_job(documents: list[dict[str, str]], workers: int = 1, clock: StageClock | None = None):
-    """Seconds for the whole job on ``documents`` (a JSONL corpus), and its manifest."""
+    """Seconds for the whole job on ``documents`` (a JSONL corpus), and its manifest. The job
+    starts with cold caches, as a fresh worker does: no renderer is kept from an earlier job."""
+    process_renderer.cache_clear()
     with tempfile.TemporaryDirectory() as folder:
         corpus = Path(folder, "corpus.jsonl")
         corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents), "utf-8")

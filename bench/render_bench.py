@@ -100,7 +100,9 @@ def ensure_pango() -> str | None:
 
 
 def time_pango(texts: list[str], renderer: Renderer) -> dict[str, float]:
-    """Mean seconds per strip (render; render + RGB array; render + PNG), after a warm-up run."""
+    """Means per strip (seconds to render; render + RGB array; render + PNG; the PNG's bytes),
+    after a warm-up run. Fails if PangoCairo's strips carry much less or more ink than ours:
+    a reference that draws its text outside the strip would be timed on blank images."""
     config = renderer.config
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp, "fonts.conf")
@@ -118,6 +120,7 @@ def time_pango(texts: list[str], renderer: Renderer) -> dict[str, float]:
                     "dpi": 120,  # 8 pt at 120 dpi = 13.33 px, as PIXEL
                     "height": config.height,
                     "width": config.width,
+                    "patch": config.patch_size,
                 }
             )
         )
@@ -125,7 +128,17 @@ def time_pango(texts: list[str], renderer: Renderer) -> dict[str, float]:
         worker = [SYSTEM_PYTHON, str(Path(__file__).with_name("pango_render.py")), str(job)]
         subprocess.run(worker, env=env, check=True, capture_output=True)  # warm-up: font cache
         result = json.loads(subprocess.run(worker, env=env, check=True, capture_output=True).stdout)
+    ours = [inked_columns(strip) for text in texts for strip in renderer.render(text).strips[:1]]
+    ratio = sum(result.pop("inked_columns")) / max(sum(ours), 1)
+    if not 0.8 <= ratio <= 1.25:
+        raise RuntimeError(f"PangoCairo inked {ratio:.2f}x the columns this renderer inked: not drawn alike")
     return {key: statistics.mean(values) for key, values in result.items()}
+
+
+def inked_columns(strip) -> int:
+    """Columns of a strip's text patches with a dark pixel (the black end patch left out)."""
+    text = strip.pixels[:, : strip.num_text_patches * strip.image.shape[0]]
+    return int((text < 128).any(axis=(0, 2)).sum())
 
 
 def identical_to_slow_path(texts: list[str]) -> tuple[int, int]:

@@ -158,7 +158,7 @@ class WritePlan(beam.PTransform):
         return (
             surveys
             | "Plan" >> beam.Map(plan_of)
-            | "Merge" >> beam.CombineGlobally(merge_plans)
+            | "Merge" >> beam.CombineGlobally(merge_plans).without_defaults()  # (a file at least)
             | "Write" >> beam.Map(lambda plan: write_atomically(path, _plan_bytes(plan)))
         )
 
@@ -291,7 +291,7 @@ class WriteSummary(beam.PTransform):
             | "Block" >> beam.Map(lambda part: (part.index // BLOCK_SHARDS, part))
             | "Gather" >> beam.GroupByKey()
             | "WriteBlock" >> beam.MapTuple(lambda block, members: write_block(out, block, list(members)))
-            | "Total" >> beam.CombineGlobally(add_totals)
+            | "Total" >> beam.CombineGlobally(add_totals).without_defaults()  # (a block at least)
             | "Write" >> beam.Map(lambda totals: write_summary(out, header, totals))
         )
 
@@ -358,7 +358,8 @@ def run(
 ) -> dict[str, Any]:
     """Run the job to completion and return its manifest. ``DaskRunner`` runs on the cluster
     at ``dask_address``, or on a local cluster of ``workers`` processes made for the job."""
-    renderer = Renderer(job.config, job.tokenizer)  # fails early on missing fonts or tokenizer
+    # fails early on missing fonts or tokenizer; a worker in this process (local, one worker) reuses it
+    renderer = process_renderer(job.config, job.tokenizer)
     patterns = [resolve_pattern(p) for p in job.corpus]  # one matching nothing fails before OUT is touched
     runner = RUNNER_NAMES.get(runner, runner)
     workers = workers or os.cpu_count() or 1
@@ -373,6 +374,8 @@ def run(
         options = beam_options(runner, workers, beam_args)
         if not FileSystems.exists(plan_path(job.out)):  # a rerun has it
             _run_pipeline(options, stack, lambda pipeline: build_plan(pipeline, job, patterns, workers))
+        if not FileSystems.exists(plan_path(job.out)):  # (the files went between matching and reading)
+            raise FileNotFoundError(f"the corpus {list(job.corpus)} matched no file when the job read it")
         plan = json.loads(read_bytes(plan_path(job.out)))
         if local:
             stack.callback(_ProgressDisplay(folder).stop)

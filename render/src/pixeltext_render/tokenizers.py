@@ -124,15 +124,11 @@ class SentencePieceTokenizer:
         )
         # Bytes of text each piece stands for ("\u2581" is a space, "<0xNN>" one byte), so
         # spans follow from ids alone; the model's dummy prefix adds one leading space.
-        self._piece_bytes = np.array([self._bytes_of(i) for i in range(self.vocab_size)], np.int64)
+        sp, ids = self._sp, list(range(self.vocab_size))  # (SentencePiece answers for a list at once)
+        text_bytes = [len(piece.replace("\u2581", " ").encode("utf-8")) for piece in sp.id_to_piece(ids)]
+        byte, control, unknown = (np.array(f(ids), bool) for f in (sp.is_byte, sp.is_control, sp.is_unknown))
+        self._piece_bytes = np.where(byte, 1, np.where(control | unknown, 0, text_bytes)).astype(np.int64)
         self._prefix_bytes = int(self._piece_bytes[self._sp.encode("a")].sum()) - 1
-
-    def _bytes_of(self, piece_id: int) -> int:
-        if self._sp.is_byte(piece_id):
-            return 1
-        if self._sp.is_control(piece_id) or self._sp.is_unknown(piece_id):
-            return 0
-        return len(self._sp.id_to_piece(piece_id).replace("\u2581", " ").encode("utf-8"))
 
     @cached_property  # hashes the model file: once
     def fingerprint(self) -> str:
