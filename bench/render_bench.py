@@ -32,6 +32,7 @@ from pixeltext_render import Renderer
 from pixeltext_render.assets import assets_dir
 from pixeltext_render.corpora import django_languages, django_messages, wikipedia_articles
 from pixeltext_render.reference import render_line_uncached
+from pixeltext_render.renderer import Strip
 
 PANGO_PACKAGES = ["python3-gi", "python3-gi-cairo", "gir1.2-pango-1.0", "python3-numpy"]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -128,16 +129,17 @@ def time_pango(texts: list[str], renderer: Renderer) -> dict[str, float]:
         worker = [SYSTEM_PYTHON, str(Path(__file__).with_name("pango_render.py")), str(job)]
         subprocess.run(worker, env=env, check=True, capture_output=True)  # warm-up: font cache
         result = json.loads(subprocess.run(worker, env=env, check=True, capture_output=True).stdout)
-    ours = [inked_columns(strip) for text in texts for strip in renderer.render(text).strips[:1]]
+    firsts = (renderer.render(text).strips[0] for text in texts)
+    ours = [inked_columns(strip, config.patch_size) for strip in firsts]
     ratio = sum(result.pop("inked_columns")) / max(sum(ours), 1)
     if not 0.8 <= ratio <= 1.25:
         raise RuntimeError(f"PangoCairo inked {ratio:.2f}x the columns this renderer inked: not drawn alike")
     return {key: statistics.mean(values) for key, values in result.items()}
 
 
-def inked_columns(strip) -> int:
+def inked_columns(strip: Strip, patch_size: int) -> int:
     """Columns of a strip's text patches with a dark pixel (the black end patch left out)."""
-    text = strip.pixels[:, : strip.num_text_patches * strip.image.shape[0]]
+    text = strip.pixels[:, : strip.num_text_patches * patch_size]
     return int((text < 128).any(axis=(0, 2)).sum())
 
 
