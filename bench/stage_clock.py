@@ -21,7 +21,7 @@ from pixeltext_render import pipeline, raster, renderer, schema, sources, tokeni
 
 # stage -> (owner, attribute name) of the functions that do its work
 STAGES: dict[str, list[tuple[Any, str]]] = {
-    "read and parse files": [(sources.ParseFile, "process")],
+    "read and parse files": [(sources.ParseFile, "process"), (sources.ParseFile, "located")],
     "shape (itemise, HarfBuzz, glyph ink, piece cache)": [
         (renderer.Renderer, "_layout"),
         (renderer.Renderer, "_place"),

@@ -28,17 +28,16 @@ from PIL import Image
 from pixeltext_render import RenderConfig, Renderer
 from pixeltext_render.corpora import default_corpus
 from pixeltext_render.pipeline import (
-    AssignShards,
     RenderJob,
     beam_options,
     build,
+    build_plan,
     manifest_header,
     run,
-    shard_of,
 )
 from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
 from pixeltext_render.shards import JobConflict, read_manifest, read_rejections, read_shard_index, tar_bytes
-from pixeltext_render.sources import Document, ReadCorpus, ReadOptions, Rejection, resolve_pattern
+from pixeltext_render.sources import MatchCorpus, ParseFile, ReadOptions, file_parts, resolve_pattern
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -218,6 +217,23 @@ def test_what_normalisation_changed_is_in_each_sample_and_the_totals(tmp_path, w
     assert read_manifest(str(tmp_path / "out"))["totals"]["changed_chars"] == sum(expected.values())
 
 
+class ReadFiles(beam.PTransform):
+    """Files matched in the pipeline, each read whole (as the job's first pass reads them)."""
+
+    def __init__(self, patterns: list[str], read: ReadOptions):
+        super().__init__()
+        self.patterns, self.read = patterns, read
+
+    def expand(self, pipeline):
+        parse = ParseFile(self.read)
+        return (
+            pipeline
+            | MatchCorpus(self.patterns)
+            | beam.FlatMap(lambda found: file_parts(found, self.read))
+            | beam.FlatMap(parse.process)
+        )
+
+
 def test_every_input_format(tmp_path):
     folder = tmp_path / "formats"
     folder.mkdir()
@@ -230,7 +246,7 @@ def test_every_input_format(tmp_path):
     (folder / "c.txt").write_text("A whole file is one document.\nEven with two lines.", encoding="utf-8")
     read = ReadOptions(text_field="body", id_field="doc_id")
     with local_pipeline() as pipeline:
-        records = pipeline | ReadCorpus([resolve_pattern(str(folder))], read)
+        records = pipeline | "Read" >> ReadFiles([resolve_pattern(str(folder))], read)
         assert_that(
             records | beam.Map(lambda d: (d.name, d.key[:4] if d.key.startswith("src-") else d.key)),
             equal_to([("a.parquet", "p1"), ("a.parquet", "p2"), ("b.jsonl.zst", "z1"), ("c.txt", "src-")]),
@@ -239,7 +255,7 @@ def test_every_input_format(tmp_path):
     lines.mkdir()
     (lines / "one-per-line.txt").write_text("first\n\nsecond\nthird\n", encoding="utf-8")
     with local_pipeline() as pipeline:
-        read_lines = pipeline | ReadCorpus([resolve_pattern(str(lines / "*.txt"))], ReadOptions(lines=True))
+        read_lines = pipeline | ReadFiles([resolve_pattern(str(lines / "*.txt"))], ReadOptions(lines=True))
         assert_that(
             read_lines | beam.Map(lambda d: (d.source, d.text)),
             equal_to(
@@ -249,26 +265,6 @@ def test_every_input_format(tmp_path):
                     ("one-per-line.txt:4", "third"),
                 ]
             ),
-        )
-
-
-def test_assign_shards_puts_each_document_in_exactly_one_shard():
-    documents = [Document(f"doc{i}", "f", i, "word " * (400 * (i % 5 + 1))) for i in range(40)]
-    documents.append(Rejection("bad", "f:41", "a reason"))
-
-    def check(grouped):
-        shards = sorted(index for index, _ in grouped)
-        assert shards == list(range(7))
-        placed = [doc.key for _, docs in grouped for doc in docs if doc is not None]
-        assert sorted(placed) == sorted(d.key for d in documents)
-        for index, docs in grouped:
-            assert all(shard_of(d.key, len(shards)) == index for d in docs if d is not None)
-
-    with local_pipeline() as pipeline:
-        grouped = pipeline | beam.Create(documents) | AssignShards(shards=7)
-        assert_that(
-            grouped | beam.Map(lambda kv: (kv[0], list(kv[1]))) | beam.combiners.ToList(),
-            lambda lists: check(lists[0]),
         )
 
 
@@ -305,13 +301,14 @@ def test_assign_shards_puts_each_document_in_exactly_one_shard():
 def test_the_pipeline_graph_builds_for_cluster_runners(flags, corpus, tmp_path):
     runner = flags[0].split("=")[1]
     render_job = job(corpus, "gs://my-bucket/shards" if runner == "DataflowRunner" else tmp_path)
-    pipeline = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
-    plan = {"strips": 3, "parts": 2, "splits": {}}
-    build(pipeline, render_job, list(render_job.corpus), plan, manifest_header(render_job, Renderer()))
-    proto = pipeline.to_runner_api()
-    names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"Read", "RenderShards", "Summary"} <= names
-    assert type(pipeline.runner).__name__ == runner
+    survey = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
+    build_plan(survey, render_job, list(render_job.corpus), workers=4)
+    render = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
+    build(render, render_job, 3, manifest_header(render_job, Renderer()))
+    for pipeline, stages in ((survey, {"Survey", "WritePlan"}), (render, {"RenderChunks", "Summary"})):
+        proto = pipeline.to_runner_api()
+        assert stages <= {t.unique_name for t in proto.components.transforms.values()}
+        assert type(pipeline.runner).__name__ == runner
 
 
 def test_the_worker_image_dockerfile_is_valid():

@@ -11,20 +11,19 @@ class GroupInto(beam.PTransform):
     """``(group, element)`` pairs, group in ``range(groups)`` -> ``(group, [elements])`` for
     every group, empty ones included.
 
-    The empty groups come from a ``Create`` of one value per ``per_seed`` groups (at most
-    ``MAX_SEEDS``), each expanded to its groups. Beam's DaskRunner makes a partition of each
-    created value (with ``dask_partition_size`` 1), holds each partition as a list, and a
-    grouping keeps the partitions of its input: so the groups are spread over about as many
-    partitions as there are seeds, not held in the few that a job's other ``Create``s make.
-    (Fewer seeds than groups: Dask's shuffle costs grow with its partitions.)"""
+    The empty groups come from a ``Create`` of one value per group (at most ``MAX_SEEDS``),
+    each expanded to its groups. Beam's DaskRunner makes a partition of each created value
+    (with ``dask_partition_size`` 1), holds each partition as a list, and a grouping keeps the
+    partitions of its input: so the groups are spread over as many partitions as there are
+    seeds, not held in the few that a job's other ``Create``s make."""
 
-    def __init__(self, groups: int, per_seed: int = 1):
+    def __init__(self, groups: int):
         super().__init__()
-        self.groups, self.per_seed = groups, per_seed
+        self.groups = groups
 
     def expand(self, pairs):
         groups = self.groups
-        seeds = max(min(-(-groups // self.per_seed), MAX_SEEDS), 1)
+        seeds = max(min(groups, MAX_SEEDS), 1)
         every = (
             pairs.pipeline
             | "Seeds" >> beam.Create(range(seeds))

@@ -1,22 +1,23 @@
 """The render job: an Apache Beam pipeline from corpus files to WebDataset shards.
 
-    SurveyCorpus    (first pass) patterns -> files -> where line-based files split, how many
-                    parts are read, and the strips estimated -> the plan
-    ReadCorpus      patterns -> files (matched by the workers) -> parts, spread over as many
-                    groups -> documents and rejections
-    AssignShards    each -> shard index, by a hash of its key; the number of shards follows
-                    from the plan (about ``shard_samples`` strips each)
-    RenderShards    each shard's documents, sorted by key, rendered and written as one tar,
-                    with its part record (counts and rejections)
+    SurveyCorpus    (first pass) patterns -> files (matched by the workers) -> each read
+                    once: cut into parts, documents' strips estimated, keys hashed
+    WritePlan       parts -> chunks that own consecutive shard numbers; key hashes ->
+                    duplicate records; both -> the plan (``planning``)
+    RenderChunks    (second pass) each chunk read, its documents rendered in file order
+                    and written into its shards, one shard at a time, each with its part
+                    record (counts and rejections)
     WriteSummary    blocks of parts -> index and rejection parts -> shards.jsonl, manifest.json
 
-Only document text crosses the shuffle; pixels are made where the shard is written. Each
-shard depends on nothing but its own documents, so the output is the same whatever the
-runner or the number of workers, and a rerun skips shards that are already complete.
+No text crosses a shuffle: only file parts, 16 bytes per document (key hash, position) in the
+first pass, and shard records do. Each shard depends on nothing but the plan and its own
+documents, so the output is the same whatever the runner or the number of workers, a worker's
+memory does not grow with the corpus, and a rerun skips shards that are already complete.
 
-The graph is one chain to one final sink, every output comes from ``process`` (none from
-``finish_bundle``), with no tagged outputs and no metrics: Beam's DaskRunner computes only
-the last sink, drops ``finish_bundle`` outputs, and neither separates tags nor reports metrics.
+The graph of each pass is one chain to one final sink, every output comes from ``process``
+(none from ``finish_bundle``), with no tagged outputs and no metrics: Beam's DaskRunner
+computes only the last sink, drops ``finish_bundle`` outputs, and neither separates tags nor
+reports metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,8 +44,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.dask_cluster import DASK_RUNNER, dask_cluster
 from pixeltext_render.grouping import GroupInto
+from pixeltext_render.planning import Chunk, ReadChunks, WritePlan, read_plan
 from pixeltext_render.renderer import RenderedDocument, Renderer
-from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, key_hash, sample_key, shard_name
+from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, sample_key, shard_name
 from pixeltext_render.shards import (
     BLOCK_SHARDS,
     ShardPart,
@@ -51,18 +54,15 @@ from pixeltext_render.shards import (
     claim,
     finished_part,
     plan_path,
-    read_bytes,
     read_manifest,
     tar_bytes,
-    write_atomically,
     write_block,
     write_shard,
     write_summary,
 )
 from pixeltext_render.sources import (
     Document,
-    FileSurvey,
-    ReadCorpus,
+    ParseFile,
     ReadOptions,
     Rejection,
     SurveyCorpus,
@@ -73,7 +73,7 @@ from pixeltext_render.tokenizers import tokenizer_record
 LOCAL_RUNNERS = ("DirectRunner",)
 RUNNER_NAMES = {"DaskRunner": DASK_RUNNER}  # runners Beam knows only by their full name
 DASK_PARTITION_FLAGS = ("--dask_partition_size", "--dask_npartitions")
-SHARDS_PER_PARTITION = 4  # shards whose documents a Dask partition holds at once (``GroupInto``)
+SHARDS_PER_CHUNK = 4  # a line-based file is cut into parts of about this many shards' strips
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,6 @@ def estimated_strips(characters: int, config: RenderConfig) -> int:
     return max(1, math.ceil(characters * 0.5 * config.font_size / capacity))
 
 
-def shard_of(key: str, shards: int) -> int:
-    return key_hash(key) % shards
-
-
 @dataclass(frozen=True)
 class _TextStrips:
     """A document's text -> its estimated strips (a picklable function of the config)."""
@@ -126,63 +122,6 @@ class _TextStrips:
         return estimated_strips(len(text), self.config)
 
 
-def merge_plans(plans) -> dict[str, Any]:
-    """Plans (``plan_of`` one file, or merged ones) -> one plan: totals, and the splits by path."""
-    merged: dict[str, Any] = {"strips": 0, "parts": 0, "splits": {}}
-    for plan in plans:
-        merged["strips"] += plan["strips"]
-        merged["parts"] += plan["parts"]
-        merged["splits"].update(plan["splits"])
-    return merged
-
-
-def _plan_bytes(plan: dict[str, Any]) -> bytes:
-    return json.dumps(plan, sort_keys=True).encode()
-
-
-def plan_of(survey: FileSurvey) -> dict[str, Any]:
-    splits = {survey.path: [list(split) for split in survey.splits]} if survey.splits else {}
-    return {"strips": survey.strips, "parts": survey.parts, "splits": splits}
-
-
-class WritePlan(beam.PTransform):
-    """File surveys -> the plan, written to ``path`` (the first of the job's two passes: the
-    number of shards follows from its strips, the reading from its parts and splits)."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
-
-    def expand(self, surveys):
-        path = self.path
-        return (
-            surveys
-            | "Plan" >> beam.Map(plan_of)
-            | "Merge" >> beam.CombineGlobally(merge_plans).without_defaults()  # (a file at least)
-            | "Write" >> beam.Map(lambda plan: write_atomically(path, _plan_bytes(plan)))
-        )
-
-
-class AssignShards(beam.PTransform):
-    """Documents and rejections -> ``(shard index, [them])`` for each of ``shards`` shards,
-    empty ones included (a rejection goes where its key hashes, so that shard writes it).
-
-    The count is a constant of the job, not a side input: the DaskRunner computes side inputs
-    wrongly (measured: a count of 2 arrived as 8)."""
-
-    def __init__(self, shards: int):
-        super().__init__()
-        self.shards = shards
-
-    def expand(self, records):
-        shards = self.shards
-        return (
-            records
-            | "Key" >> beam.Map(lambda record: (shard_of(record.key, shards), record))
-            | "Group" >> GroupInto(shards, per_seed=SHARDS_PER_PARTITION)
-        )
-
-
 @functools.lru_cache(maxsize=1)
 def process_renderer(config: RenderConfig, tokenizer: str) -> Renderer:
     """One renderer per worker process, its caches warm from shard to shard: Beam's DaskRunner
@@ -190,8 +129,10 @@ def process_renderer(config: RenderConfig, tokenizer: str) -> Renderer:
     return Renderer(config, tokenizer)
 
 
-class RenderShard(beam.DoFn):
-    """Renders one shard's documents and writes the shard; skips a shard already written."""
+class RenderChunk(beam.DoFn):
+    """Reads one chunk's parts and renders their documents, in file order, into the chunk's
+    shards: one shard's samples are held at a time. A shard already written is not rendered
+    again; a chunk whose shards are all written is not read."""
 
     def __init__(self, job: RenderJob, progress_folder: str | None = None):
         self.job = job
@@ -201,44 +142,56 @@ class RenderShard(beam.DoFn):
         self.renderer = process_renderer(self.job.config, self.job.tokenizer)
         self.progress = _ProgressFile(self.progress_folder)
 
-    def process(self, element):
-        index, records = element
-        done = finished_part(self.job.out, index)
-        if done is not None:
-            self.progress.add(done.documents, done.samples)
-            yield done
+    def process(self, chunk: Chunk) -> Iterator[ShardPart]:
+        done = [finished_part(self.job.out, chunk.first + i) for i in range(chunk.shards)]
+        if all(done):
+            for part in done:
+                self.progress.add(part.documents, part.samples)
+            yield from done
             return
-        part = ShardPart(index, shard_name(index))
-        part.rejected = [asdict(r) for r in records if isinstance(r, Rejection)]
-        samples: list[tuple[str, dict[str, bytes]]] = []
-        seen: set[str] = set()
-        for doc in sorted(
-            (r for r in records if isinstance(r, Document)), key=lambda d: (d.key, d.name, d.position)
-        ):
-            rendered = self._render(doc, part, seen)
-            strips = rendered.strips if rendered else []
-            for i, strip in enumerate(strips):
-                members = encode_strip(
-                    strip,
-                    doc.key,
-                    i,
-                    len(strips),
-                    doc.source,
-                    self.job.config.patch_size,
-                    rendered.changed_chars,
-                )
-                samples.append((sample_key(doc.key, i), members))
-            self.progress.add(1 if strips else 0, len(strips))
-        part.samples = len(samples)
-        yield write_shard(self.job.out, part, tar_bytes(samples))
+        parse = ParseFile(self.job.read)
+        shard = _ShardInProgress(chunk.first, done[0])
+        strips_before = 0  # estimated, of the chunk's documents so far
+        for file_part in chunk.parts:
+            for record in parse.process(file_part):
+                if isinstance(record, Document):
+                    target = chunk.first + _shard_within(strips_before, chunk)
+                    strips_before += estimated_strips(len(record.text), self.job.config)
+                    while shard.index < target:
+                        yield self._finish(shard)
+                        shard = _ShardInProgress(shard.index + 1, done[shard.index + 1 - chunk.first])
+                    if shard.done is None:
+                        duplicate = (file_part.file.path, record.position) in chunk.duplicates
+                        self._add(record, shard, duplicate)
+                elif shard.done is None:
+                    shard.part.rejected.append(asdict(record))
+        yield self._finish(shard)
+        for index in range(shard.index + 1, chunk.first + chunk.shards):
+            yield self._finish(_ShardInProgress(index, done[index - chunk.first]))
 
-    def _render(self, doc, part: ShardPart, seen: set[str]) -> RenderedDocument | None:
+    def _add(self, doc: Document, shard: _ShardInProgress, duplicate: bool) -> None:
+        rendered = self._render(doc, shard.part, duplicate)
+        strips = rendered.strips if rendered else []
+        for i, strip in enumerate(strips):
+            members = encode_strip(
+                strip, doc.key, i, len(strips), doc.source, self.job.config.patch_size, rendered.changed_chars
+            )
+            shard.samples.append((sample_key(doc.key, i), members))
+        self.progress.add(1 if strips else 0, len(strips))
+
+    def _finish(self, shard: _ShardInProgress) -> ShardPart:
+        if shard.done is not None:
+            self.progress.add(shard.done.documents, shard.done.samples)
+            return shard.done
+        shard.part.samples = len(shard.samples)
+        return write_shard(self.job.out, shard.part, tar_bytes(shard.samples))
+
+    def _render(self, doc: Document, part: ShardPart, duplicate: bool) -> RenderedDocument | None:
         """The rendered document, or None with the reason recorded in ``part.rejected``."""
         reason = None
-        if doc.key in seen:
+        if duplicate:
             reason = "duplicate document key (an earlier record has the same id)"
         else:
-            seen.add(doc.key)
             try:
                 rendered = self.renderer.render(doc.text)
             except Exception as error:
@@ -263,16 +216,37 @@ class RenderShard(beam.DoFn):
             self.progress.flush()
 
 
-class RenderShards(beam.PTransform):
-    def __init__(self, job: RenderJob, shards: int, progress_folder: str | None):
-        super().__init__()
-        self.job, self.shards, self.progress_folder = job, shards, progress_folder
+def _shard_within(strips_before: int, chunk: Chunk) -> int:
+    """The shard of the chunk (0, 1, ...) a document starting this far into it goes to."""
+    if not chunk.strips:
+        return 0
+    return min(strips_before * chunk.shards // chunk.strips, chunk.shards - 1)
 
-    def expand(self, records):
+
+class _ShardInProgress:
+    """A shard being filled: its part record and samples, or the part of a previous run."""
+
+    def __init__(self, index: int, done: ShardPart | None):
+        self.index, self.done = index, done
+        self.part = ShardPart(index, shard_name(index))
+        self.samples: list[tuple[str, dict[str, bytes]]] = []
+
+
+class RenderChunks(beam.PTransform):
+    """The plan -> its chunks, one group each (a worker, a Dask partition) -> shard parts."""
+
+    def __init__(self, job: RenderJob, chunks: int, progress_folder: str | None):
+        super().__init__()
+        self.job, self.chunks, self.progress_folder = job, chunks, progress_folder
+
+    def expand(self, pipeline):
         return (
-            records
-            | "Assign" >> AssignShards(self.shards)
-            | "Render" >> beam.ParDo(RenderShard(self.job, self.progress_folder))
+            pipeline
+            | "Out" >> beam.Create([self.job.out])
+            | "Chunks" >> beam.ParDo(ReadChunks())
+            | "Spread" >> GroupInto(self.chunks)
+            | "Chunk" >> beam.FlatMapTuple(lambda _, chunks: chunks)
+            | "Render" >> beam.ParDo(RenderChunk(self.job, self.progress_folder))
         )
 
 
@@ -297,28 +271,21 @@ class WriteSummary(beam.PTransform):
 
 
 def build_plan(pipeline: beam.Pipeline, job: RenderJob, patterns: list[str], workers: int):
-    survey = SurveyCorpus(patterns, job.read, _TextStrips(job.config), buckets=workers)
-    surveys = pipeline | "Survey" >> survey
-    return surveys | "WritePlan" >> WritePlan(plan_path(job.out))
+    part_strips = job.shard_samples * SHARDS_PER_CHUNK
+    survey = SurveyCorpus(patterns, job.read, _TextStrips(job.config), part_strips, buckets=workers)
+    surveyed = pipeline | "Survey" >> survey
+    return surveyed | "WritePlan" >> WritePlan(job.out, job.shard_samples, part_strips)
 
 
 def build(
     pipeline: beam.Pipeline,
     job: RenderJob,
-    patterns: list[str],
-    plan: dict[str, Any],
+    chunks: int,
     header: dict,
     progress_folder: str | None = None,
 ):
-    read = ReadCorpus(patterns, job.read, job.out, buckets=max(plan["parts"], 1))
-    records = pipeline | "Read" >> read
-    shards = shard_count(plan["strips"], job.shard_samples)
-    parts = records | "RenderShards" >> RenderShards(job, shards, progress_folder)
+    parts = pipeline | "RenderChunks" >> RenderChunks(job, chunks, progress_folder)
     return parts | "Summary" >> WriteSummary(job.out, header)
-
-
-def shard_count(estimated_strips: int, shard_samples: int) -> int:
-    return max(1, math.ceil(estimated_strips / shard_samples))
 
 
 def manifest_header(job: RenderJob, renderer: Renderer) -> dict[str, Any]:
@@ -376,14 +343,12 @@ def run(
             _run_pipeline(options, stack, lambda pipeline: build_plan(pipeline, job, patterns, workers))
         if not FileSystems.exists(plan_path(job.out)):  # (the files went between matching and reading)
             raise FileNotFoundError(f"the corpus {list(job.corpus)} matched no file when the job read it")
-        plan = json.loads(read_bytes(plan_path(job.out)))
+        chunks = len(read_plan(job.out)["chunks"])
         if local:
             stack.callback(_ProgressDisplay(folder).stop)
         header = manifest_header(job, renderer)
         progress_folder = folder if local else None
-        _run_pipeline(
-            options, stack, lambda pipeline: build(pipeline, job, patterns, plan, header, progress_folder)
-        )
+        _run_pipeline(options, stack, lambda pipeline: build(pipeline, job, chunks, header, progress_folder))
     return read_manifest(job.out)
 
 

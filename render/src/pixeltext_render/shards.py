@@ -4,7 +4,7 @@
 - ``.parts/shard-NNNNNN.json``: each finished shard's counts and rejections, written before
   the shard is renamed into place; a shard with both files is done, and a rerun skips it;
 - ``rejected/NNNNNN.jsonl``: the rejections of a block of ``BLOCK_SHARDS`` shards, one part per
-  block, written by the workers (a rejection goes to the shard its key hashes to);
+  block, written by the workers (a rejection goes with the shard being filled when it was read);
 - ``shards.jsonl``: one line per shard (name, samples, bytes, sha256), streamed together from
   the blocks' ``.parts/index-NNNNNN.jsonl``; readers stream it;
 - ``manifest.json``: small whatever the corpus size: header, totals, and the index's size and

@@ -1,13 +1,13 @@
 """Reading corpora for the render job: Parquet, JSON Lines and plain text (each optionally
 compressed), on any filesystem Beam knows (local paths, ``gs://``, ``s3://``, ``hdfs://``).
 
-Files are matched inside the pipeline (the job's request never lists them) and read in parts:
-a Parquet file by row group, a JSON Lines or line-per-document file in ranges of about
-``SPLIT_BYTES`` that start at lines the job's survey found (``SurveyFile``), any other file
-whole. Parts are spread over ``buckets`` groups, so a runner that holds a group in memory
-(Beam's DaskRunner holds each partition as a list) holds about one part's documents at a time.
-Every bad record or file becomes a ``Rejection`` in the same collection as the documents: no
-tagged outputs, which some runners do not separate.
+Files are matched inside the pipeline (the job's request never lists them). The job's first
+pass reads each file once (``SurveyFile``): it estimates every document's strips, cuts a
+line-based file into parts of about ``part_strips`` estimated strips at line starts (a Parquet
+file is cut by row group; any other file is one part), and hashes every document's key so
+that duplicate ids can be found without moving text. The second pass reads each part again
+(``ParseFile``), where it is rendered. Every bad record or file becomes a ``Rejection`` in
+the same stream as the documents: no tagged outputs, which some runners do not separate.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import glob
 import hashlib
 import json
 import re
+from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, NamedTuple
 
 import apache_beam as beam
@@ -28,13 +29,14 @@ from apache_beam.io.filesystems import FileSystems
 from pixeltext_render.compression import SUFFIXES, compression_suffix, open_decompressed
 from pixeltext_render.grouping import GroupInto
 from pixeltext_render.schema import is_safe_key, key_hash
-from pixeltext_render.shards import plan_path, read_bytes
 
 _GLOB = re.compile(r"[*?\[{]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BOM = b"\xef\xbb\xbf"
 _BATCH_ROWS = 1024  # Parquet rows decoded at once
-SPLIT_BYTES = 8 << 20  # a line-based file is read in parts of about this many bytes (decompressed)
+SPLIT_BYTES = 8 << 20  # a compressed file's parts hold at least this many bytes (decompressed)
+KEY_BUCKETS = 64  # groups the first pass's key hashes are spread over to find duplicates
+LAYOUT = -1  # the group that gathers every part's survey (the key buckets are 0, 1, ...)
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,6 @@ class CorpusFile:
     name: str  # relative to the corpus folder, printable (a name that is not UTF-8 is escaped)
     size: int  # bytes, as stored
 
-    @property
-    def label(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True)
 class FilePart:
@@ -86,21 +84,26 @@ class FilePart:
     start: int = 0  # line-based files: the byte (decompressed) the part's first line starts at
     end: int | None = None  # the byte after the part's last line; None: the end of the file
 
-    @property
-    def label(self) -> str:
-        """Which part of which file, for spreading parts: stable across runs and runners."""
-        return f"{self.file.name}|{self.row_group}|{self.start}"
+
+@dataclass(frozen=True)
+class PartSurvey:
+    """What the first pass learns of a part: where it is, and its documents' estimated strips."""
+
+    part: FilePart
+    strips: int
 
 
 @dataclass(frozen=True)
-class FileSurvey:
-    """What the first pass learns of a file: where its line-based parts start (byte, lines
-    before), how many parts it is read in, and the strips its documents are estimated at."""
+class KeyBatch:
+    """The keys of one part's documents that fall into one key bucket: 12-byte hashes, and
+    each document's position in its file less the rows before the part (what finding
+    duplicate ids needs, and no text: 16 bytes a document)."""
 
     path: str
-    splits: tuple[tuple[int, int], ...]
-    parts: int
-    strips: int
+    name: str
+    first_row: int
+    digests: bytes
+    positions: bytes  # uint32, native order, each + first_row: the position
 
 
 @dataclass(frozen=True)
@@ -234,12 +237,10 @@ def line_based(name: str, options: ReadOptions) -> bool:
     return kind == "jsonl" or (kind == "text" and options.lines)
 
 
-def file_parts(
-    corpus_file: CorpusFile, options: ReadOptions, splits: Iterable[tuple[int, int]] = ()
-) -> Iterator[FilePart]:
-    """The parts a file is read in: each row group of a Parquet file, the ranges between
-    ``splits`` (byte, lines before) of a line-based file, any other file whole. A Parquet file
-    whose footer cannot be read is one part, rejected when it is read."""
+def file_parts(corpus_file: CorpusFile, options: ReadOptions) -> Iterator[FilePart]:
+    """The parts a file is read in before the first pass cuts it: each row group of a Parquet
+    file, any other file whole. A Parquet file whose footer cannot be read is one part,
+    rejected when it is read."""
     if file_format(corpus_file.name, options.format) == "parquet":
         try:
             with _open_parquet(corpus_file) as table:
@@ -252,72 +253,54 @@ def file_parts(
             yield FilePart(corpus_file, group, first)
             first += rows
         return
-    start, before = 0, 0
-    for offset, lines in splits:
-        yield FilePart(corpus_file, None, before, start, offset)
-        start, before = offset, lines
-    yield FilePart(corpus_file, None, before, start)
+    yield FilePart(corpus_file)
 
 
-def line_splits(
-    corpus_file: CorpusFile, options: ReadOptions, every: int | None = None
-) -> tuple[tuple[int, int], ...]:
-    """Where a line-based file's parts start: ``(byte, lines before)`` about every ``every``
-    decompressed bytes (``SPLIT_BYTES``), at line starts. A damaged file is split up to the
-    damage (its last part then reports it)."""
-    every = every or SPLIT_BYTES
-    if not line_based(corpus_file.name, options):
-        return ()
-    if not compression_suffix(corpus_file.name) and corpus_file.size <= every:
-        return ()
-    splits, last = [], 0
-    try:
-        with open_decompressed(corpus_file.path, corpus_file.name) as stream:
-            for number, offset, _ in _lines(stream, options.max_bytes, FilePart(corpus_file)):
-                if offset - last >= every:
-                    splits.append((offset, number - 1))
-                    last = offset
-    except Exception:
-        pass
-    return tuple(splits)
+def key_digest(key: str) -> bytes:
+    """96 bits: two different keys share one with a chance of about 10^-12 in 400 M keys."""
+    return hashlib.blake2b(key.encode(), digest_size=12).digest()
 
 
 class SurveyFile(beam.DoFn):
-    """A file -> its ``FileSurvey`` (the first pass): the parts it is read in, and the strips
-    its documents are estimated at by ``estimate(text)``."""
+    """A file -> ``(LAYOUT, PartSurvey)`` for each part it is cut into, and ``(bucket,
+    KeyBatch)`` for its documents' keys (the first pass, one read of the file).
 
-    def __init__(self, options: ReadOptions, estimate: Callable[[str], int]):
-        self.options, self.estimate = options, estimate
+    A line-based file is cut before a document when the part so far holds documents estimated
+    (``estimate(text)``) at ``part_strips`` strips with it; a compressed file only after at
+    least ``SPLIT_BYTES`` decompressed bytes as well, because a part of it is reached by
+    decompressing everything before it."""
 
-    def process(self, corpus_file: CorpusFile) -> Iterator[FileSurvey]:
-        splits = line_splits(corpus_file, self.options)
-        parts = list(file_parts(corpus_file, self.options, splits))
+    def __init__(self, options: ReadOptions, estimate: Callable[[str], int], part_strips: int):
+        self.options, self.estimate, self.part_strips = options, estimate, part_strips
+
+    def process(self, corpus_file: CorpusFile) -> Iterator[tuple[int, PartSurvey | KeyBatch]]:
         parse = ParseFile(self.options)
-        strips = sum(
-            self.estimate(record.text)
-            for part in parts
-            for record in parse.process(part)
-            if isinstance(record, Document)
-        )
-        yield FileSurvey(corpus_file.path, splits, len(parts), strips)
+        cuttable = line_based(corpus_file.name, self.options)
+        least_bytes = SPLIT_BYTES if compression_suffix(corpus_file.name) else 0
+        for whole in file_parts(corpus_file, self.options):
+            part, strips, keys = whole, 0, []
+            for offset, record in parse.located(whole):
+                if not isinstance(record, Document):
+                    continue
+                cost = self.estimate(record.text)
+                full = strips and strips + cost > self.part_strips and offset - part.start >= least_bytes
+                if cuttable and full:
+                    yield from _surveyed(replace(part, end=offset), strips, keys)
+                    part, strips, keys = FilePart(corpus_file, None, record.position - 1, offset), 0, []
+                strips += cost
+                keys.append((key_digest(record.key), record.position))
+            yield from _surveyed(part, strips, keys)
 
 
-class SplitFiles(beam.DoFn):
-    """A file -> the parts workers read (``file_parts``), line-based files split where the
-    plan of the job writing to ``out`` says (read once per worker; it only gives numbers for
-    files the job matched itself). Without a plan, or for a file it does not list, whole."""
-
-    def __init__(self, options: ReadOptions, out: str | None = None):
-        self.options, self.out = options, out
-
-    def setup(self) -> None:
-        self.splits: dict[str, list] = {}
-        if self.out:
-            self.splits = json.loads(read_bytes(plan_path(self.out)))["splits"]
-
-    def process(self, corpus_file: CorpusFile) -> Iterator[FilePart]:
-        splits = self.splits.get(corpus_file.path, ()) if line_based(corpus_file.name, self.options) else ()
-        yield from file_parts(corpus_file, self.options, splits)
+def _surveyed(part: FilePart, strips: int, keys: list[tuple[bytes, int]]):
+    yield LAYOUT, PartSurvey(part, strips)
+    buckets: dict[int, list[tuple[bytes, int]]] = {}
+    for digest, position in keys:
+        buckets.setdefault(int.from_bytes(digest[:4], "big") % KEY_BUCKETS, []).append((digest, position))
+    for bucket, members in sorted(buckets.items()):
+        digests = b"".join(digest for digest, _ in members)
+        positions = array("I", (position - part.first_row for _, position in members)).tobytes()
+        yield bucket, KeyBatch(part.file.path, part.file.name, part.first_row, digests, positions)
 
 
 def _open_parquet(corpus_file: CorpusFile):
@@ -329,7 +312,7 @@ def _open_parquet(corpus_file: CorpusFile):
     return pq.ParquetFile(stream)
 
 
-class ParseFile(beam.DoFn):
+class ParseFile:
     """A file part -> ``Document``s, and a ``Rejection`` for each bad record (or the unreadable
     rest of a file: the records before the damage are kept)."""
 
@@ -337,24 +320,29 @@ class ParseFile(beam.DoFn):
         self.options = options
 
     def process(self, part: FilePart) -> Iterator[Document | Rejection]:
+        for _, record in self.located(part):
+            yield record
+
+    def located(self, part: FilePart) -> Iterator[tuple[int, Document | Rejection]]:
+        """Each record with the byte (decompressed) its line starts at in a line-based file
+        (a part may start there), 0 in other files."""
         name = part.file.name
         kind = file_format(name, self.options.format)
         if kind is None:
-            yield Rejection(
-                name,
-                name,
+            reason = (
                 "unknown format: name the file .parquet/.jsonl/.txt (optionally "
-                f"{'/'.join(SUFFIXES)}) or pass --format",
+                f"{'/'.join(SUFFIXES)}) or pass --format"
             )
+            yield 0, Rejection(name, name, reason)
             return
         read = {"parquet": self._parquet, "jsonl": self._jsonl, "text": self._text}[kind]
         position = part.first_row
         try:
-            for position, record_id, text in read(part):
-                yield self._document(name, position, record_id, text)
+            for position, offset, record_id, text in read(part):
+                yield offset, self._document(name, position, record_id, text)
         except Exception as error:  # a corrupt or truncated file: keep what was read
             where = f"after record {position}" if position else "before any record"
-            yield Rejection(name, name, f"unreadable file {where}, the rest is lost: {error!r}")
+            yield 0, Rejection(name, name, f"unreadable file {where}, the rest is lost: {error!r}")
 
     def _document(self, name: str, position: int, record_id, text) -> Document | Rejection:
         source = f"{name}:{position}"
@@ -372,25 +360,25 @@ class ParseFile(beam.DoFn):
     def _jsonl(self, part: FilePart) -> Iterator:
         field, id_field = self.options.text_field, self.options.id_field
         with open_decompressed(part.file.path, part.file.name) as stream:
-            for number, _, raw in _lines(stream, self.options.max_bytes, part):
+            for number, offset, raw in _lines(stream, self.options.max_bytes, part):
                 if isinstance(raw, Invalid):
-                    yield number, None, raw
+                    yield number, offset, None, raw
                     continue
                 if not raw.strip():
                     continue
                 try:
                     record = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError as error:
-                    yield number, None, Invalid(f"invalid UTF-8 at byte {error.start}")
+                    yield number, offset, None, Invalid(f"invalid UTF-8 at byte {error.start}")
                     continue
                 except json.JSONDecodeError as error:
-                    yield number, None, Invalid(f"invalid JSON: {error.msg}")
+                    yield number, offset, None, Invalid(f"invalid JSON: {error.msg}")
                     continue
                 if not isinstance(record, dict):
-                    yield number, None, Invalid("record is not a JSON object")
+                    yield number, offset, None, Invalid("record is not a JSON object")
                     continue
                 record_id = record.get(id_field) if id_field else None
-                yield number, record_id, _field_text(record, field)
+                yield number, offset, record_id, _field_text(record, field)
 
     def _parquet(self, part: FilePart) -> Iterator:
         field, id_field = self.options.text_field, self.options.id_field
@@ -406,28 +394,28 @@ class ParseFile(beam.DoFn):
                 ids = data.get(id_field) if id_field and id_field in data else [None] * batch.num_rows
                 for value, record_id in zip(data[field], ids, strict=True):
                     number += 1
-                    yield number, record_id, _field_text({field: value}, field)
+                    yield number, 0, record_id, _field_text({field: value}, field)
 
     def _text(self, part: FilePart) -> Iterator:
         limit = self.options.max_bytes
         if not self.options.lines and not compression_suffix(part.file.name) and part.file.size > limit:
-            yield 1, None, Invalid(f"too long: {part.file.size} bytes (limit {limit}, 4 x --max-chars)")
+            yield 1, 0, None, Invalid(f"too long: {part.file.size} bytes (limit {limit}, 4 x --max-chars)")
             return
         with open_decompressed(part.file.path, part.file.name) as stream:
             if not self.options.lines:
                 data = stream.read(limit + 1)
                 if len(data) > limit:
-                    yield 1, None, Invalid(f"too long: over {limit} bytes (4 x --max-chars)")
+                    yield 1, 0, None, Invalid(f"too long: over {limit} bytes (4 x --max-chars)")
                 else:
-                    yield 1, None, _decode(data.removeprefix(_BOM))
+                    yield 1, 0, None, _decode(data.removeprefix(_BOM))
                 return
-            for number, _, raw in _lines(stream, limit, part):
+            for number, offset, raw in _lines(stream, limit, part):
                 if isinstance(raw, Invalid):
-                    yield number, None, raw
+                    yield number, offset, None, raw
                     continue
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
-                    yield number, None, _decode(line)
+                    yield number, offset, None, _decode(line)
 
 
 def _lines(stream: IO[bytes], limit: int, part: FilePart) -> Iterator[tuple[int, int, bytes | Invalid]]:
@@ -482,64 +470,43 @@ def _field_text(record: dict, field: str) -> str | Invalid:
 
 
 class Spread(beam.PTransform):
-    """File parts -> the same parts, regrouped into ``buckets`` groups (by a hash of each
-    part's label): the reading is spread over workers, and over as many partitions."""
+    """Files -> the same files, regrouped into ``buckets`` groups (by a hash of each name):
+    the reading is spread over workers, and over as many partitions."""
 
     def __init__(self, buckets: int):
         super().__init__()
         self.buckets = buckets
 
-    def expand(self, parts):
+    def expand(self, files):
         buckets = self.buckets
         return (
-            parts
-            | "Bucket" >> beam.Map(lambda part: (key_hash(part.label) % buckets, part))
+            files
+            | "Bucket" >> beam.Map(lambda found: (key_hash(found.name) % buckets, found))
             | "Group" >> GroupInto(buckets)
-            | "Parts" >> beam.FlatMap(lambda bucket: bucket[1])
+            | "Files" >> beam.FlatMap(lambda bucket: bucket[1])
         )
 
 
-class ReadCorpus(beam.PTransform):
-    """Resolved corpus patterns -> ``Document`` and ``Rejection`` elements, in one collection.
-
-    ``out`` is the folder of a job whose plan says where line-based files split (none: files
-    are read whole), ``buckets`` the groups parts are spread over (the number of parts)."""
+class SurveyCorpus(beam.PTransform):
+    """Resolved corpus patterns -> the first pass's ``SurveyFile`` outputs, files spread over
+    ``buckets`` groups (one per worker)."""
 
     def __init__(
         self,
         patterns: list[str],
         options: ReadOptions,
-        out: str | None = None,
-        buckets: int = 1,
+        estimate: Callable[[str], int],
+        part_strips: int,
+        buckets: int,
     ):
         super().__init__()
-        self.patterns, self.options = patterns, options
-        self.out, self.buckets = out, buckets
-
-    def expand(self, pipeline):
-        return (
-            pipeline
-            | "Match" >> MatchCorpus(self.patterns)
-            | "Split" >> beam.ParDo(SplitFiles(self.options, self.out))
-            | "Spread" >> Spread(self.buckets)
-            | "Parse" >> beam.ParDo(ParseFile(self.options))
-        )
-
-
-class SurveyCorpus(beam.PTransform):
-    """Resolved corpus patterns -> one ``FileSurvey`` per file (the first pass), files spread
-    over ``buckets`` groups (one per worker)."""
-
-    def __init__(
-        self, patterns: list[str], options: ReadOptions, estimate: Callable[[str], int], buckets: int
-    ):
-        super().__init__()
-        self.patterns, self.options, self.estimate, self.buckets = patterns, options, estimate, buckets
+        self.patterns, self.options, self.estimate = patterns, options, estimate
+        self.part_strips, self.buckets = part_strips, buckets
 
     def expand(self, pipeline):
         return (
             pipeline
             | "Match" >> MatchCorpus(self.patterns)
             | "Spread" >> Spread(self.buckets)
-            | "Survey" >> beam.ParDo(SurveyFile(self.options, self.estimate))
+            | "Survey" >> beam.ParDo(SurveyFile(self.options, self.estimate, self.part_strips))
         )
