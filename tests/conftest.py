@@ -150,12 +150,12 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 CORRUPTIONS = {  # sample index in the largest shard -> (member, how it breaks the schema)
-    1: ("png", lambda data: b"not a png at all"),
-    2: ("align.npy", lambda data: _npy(np.zeros((1, 2), np.int32))),  # one row, several tokens
-    3: ("tokens.npy", lambda data: _npy(np.load(io.BytesIO(data)) + 100_000)),  # beyond the vocabulary
-    4: ("png", lambda data: _png(np.zeros((8, 32), np.uint8))),  # a well-formed PNG of the wrong height
-    5: ("json", lambda data: b"[" * 100_000),  # nested past what a parser can follow
-    6: ("json", lambda data: data.replace(b'"document": "', b'"document": "\\ud800')),  # a lone surrogate
+    0: ("png", lambda data: b"not a png at all"),
+    1: ("align.npy", lambda data: _npy(np.zeros((1, 2), np.int32))),  # one row, several tokens
+    2: ("tokens.npy", lambda data: _npy(np.load(io.BytesIO(data)) + 100_000)),  # beyond the vocabulary
+    3: ("png", lambda data: _png(np.zeros((8, 32), np.uint8))),  # a well-formed PNG of the wrong height
+    4: ("json", lambda data: b"[" * 100_000),  # nested past what a parser can follow
+    5: ("json", lambda data: data.replace(b'"document": "', b'"document": "\\ud800')),  # a lone surrogate
 }
 
 
@@ -175,6 +175,7 @@ def corrupt_shards(tiny_shards, tmp_path_factory) -> Path:
     largest = out / max(shards[2:], key=lambda shard: shard["samples"])["name"]
     with tarfile.open(largest) as archive:
         keys = sorted({m.name.split(".", 1)[0] for m in archive.getmembers()})
+    assert len(keys) > max(CORRUPTIONS), f"{largest.name} holds {len(keys)} samples: too few to break"
     broken = {keys[index]: change for index, change in CORRUPTIONS.items()}
 
     def edit(key: str, extension: str, data: bytes) -> bytes:
