@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
-from pixeltext_render.dask_cluster import DaskUnavailable
+from pixeltext_render.dask_cluster import DaskUnavailable, dask_cluster
 from pixeltext_render.pipeline import RenderJob, run
 from pixeltext_render.sources import ReadOptions
 
@@ -95,6 +95,13 @@ def test_a_killed_dask_job_reruns_to_the_same_bytes(tmp_path, dirty_corpus, dire
     assert not (out / "manifest.json").exists()
     subprocess.run(command, check=True, capture_output=True)
     assert folder_bytes(out) == folder_bytes(direct_output)
+
+
+def test_a_local_cluster_has_workers_without_the_statistical_profiler():
+    """Its samples pile up for 1,000 s: with no dashboard to show them, they only cost memory."""
+    with dask_cluster(None, 2) as address, Client(address) as client:
+        profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    assert len(profiling) == 2 and not any(profiling.values())
 
 
 def test_a_scheduler_that_does_not_answer_is_an_error_that_says_so(tmp_path, dirty_corpus):

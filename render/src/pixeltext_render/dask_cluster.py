@@ -40,13 +40,18 @@ def dask_cluster(address: str | None, workers: int) -> Iterator[str]:
         client.close()
         yield address
         return
-    cluster = distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    import dask
+
+    # No dashboard, so no use for the workers' statistical profiler, which samples every 10 ms
+    # and keeps the last 1,000 s of stacks: a worker's memory grew with the job's length.
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     try:
         yield cluster.scheduler_address
     finally:
