@@ -99,7 +99,7 @@ def test_a_killed_dask_job_reruns_to_the_same_bytes(tmp_path, dirty_corpus, dire
 
 def test_a_local_cluster_has_workers_without_the_statistical_profiler():
     """Its samples pile up for 1,000 s: with no dashboard to show them, they only cost memory."""
-    with dask_cluster(None, 2) as address, Client(address) as client:
+    with dask_cluster(None, 2) as (address, _), Client(address) as client:
         profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
     assert len(profiling) == 2 and not any(profiling.values())
 

@@ -26,6 +26,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pixeltext_render import RenderConfig, Renderer
+from pixeltext_render import pipeline as render_pipeline
 from pixeltext_render.corpora import default_corpus
 from pixeltext_render.pipeline import (
     RenderJob,
@@ -33,8 +34,10 @@ from pixeltext_render.pipeline import (
     build,
     build_plan,
     manifest_header,
+    render_groups,
     run,
 )
+from pixeltext_render.planning import read_plan
 from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
 from pixeltext_render.shards import JobConflict, read_manifest, read_rejections, read_shard_index, tar_bytes
 from pixeltext_render.sources import MatchCorpus, ParseFile, ReadOptions, file_parts, resolve_pattern
@@ -145,6 +148,25 @@ def test_same_bytes_with_one_or_two_workers(tmp_path, corpus, shards):
     out = tmp_path / "again"
     run(job(corpus, out, shard_samples=10), workers=2, progress=False)
     assert folder_bytes(out) == folder_bytes(shards)
+
+
+def test_same_bytes_whether_a_group_holds_one_chunk_or_several(tmp_path, corpus, monkeypatch):
+    outputs = {}
+    for groups_per_worker in (1, 100):
+        monkeypatch.setattr(render_pipeline, "GROUPS_PER_WORKER", groups_per_worker)
+        out = tmp_path / str(groups_per_worker)
+        run(job(corpus, out, shard_samples=2), workers=2, progress=False)
+        outputs[groups_per_worker] = folder_bytes(out)
+    assert read_plan(str(out))["chunks"] > 2  # so 2 groups held several chunks each
+    assert outputs[1] == outputs[100]
+
+
+def test_the_second_pass_has_groups_for_the_workers_not_for_the_corpus():
+    """On Dask each group is a partition, and the whole graph's tasks are held at once."""
+    for workers in (1, 2, 50):
+        bound = workers * render_pipeline.GROUPS_PER_WORKER
+        assert [render_groups(chunks, workers) for chunks in (1, 2, bound)] == [1, 2, bound]
+        assert render_groups(bound + 1, workers) == render_groups(10**7, workers) == bound
 
 
 def test_a_different_job_into_the_same_folder_is_refused(shards, corpus):
@@ -304,7 +326,7 @@ def test_the_pipeline_graph_builds_for_cluster_runners(flags, corpus, tmp_path):
     survey = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
     build_plan(survey, render_job, list(render_job.corpus), workers=4)
     render = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
-    build(render, render_job, 3, manifest_header(render_job, Renderer()))
+    build(render, render_job, {"chunks": 3, "blocks": 1}, 4, manifest_header(render_job, Renderer()))
     for pipeline, stages in ((survey, {"Survey", "WritePlan"}), (render, {"RenderChunks", "Summary"})):
         proto = pipeline.to_runner_api()
         assert stages <= {t.unique_name for t in proto.components.transforms.values()}

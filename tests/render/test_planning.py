@@ -4,13 +4,23 @@ documents spread over a chunk's shards in order; duplicates found from key hashe
 from __future__ import annotations
 
 import itertools
+import json
+import tempfile
 from array import array
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pixeltext_render.pipeline import _shard_within
-from pixeltext_render.planning import Chunk, chunk_layout, duplicate_records
+from pixeltext_render.planning import (
+    Chunk,
+    ReadChunks,
+    chunk_layout,
+    duplicate_records,
+    read_plan,
+    write_plan,
+)
 from pixeltext_render.sources import CorpusFile, FilePart, KeyBatch, PartSurvey, key_digest
 
 SURVEYS = st.lists(
@@ -89,3 +99,40 @@ def test_duplicates_are_every_record_after_the_first_of_its_key_in_file_order(re
         seen.add(key)
     found = duplicate_records(batches[::-1]) if batches else {}
     assert {path: sorted(positions) for path, positions in found.items()} == expected
+
+
+@given(surveys=SURVEYS, block_chunks=st.integers(1, 4), data=st.data())
+def test_the_plan_in_blocks_gives_back_every_chunk_with_the_duplicates_its_parts_hold(
+    surveys, block_chunks, data
+):
+    chunks = chunk_layout([part_survey(*s) for s in surveys], 2, 4)
+    parts = [(part.file.path, part.first_row) for chunk in chunks for part in chunk.parts]
+    duplicates: dict[str, list[int]] = {}
+    for path, first_row in data.draw(st.lists(st.sampled_from(parts), max_size=10)) if parts else []:
+        duplicates.setdefault(path, []).append(first_row + data.draw(st.integers(1, 3)))
+    with tempfile.TemporaryDirectory() as out:
+        write_plan(out, {"chunks": chunks[::-1], "duplicates": duplicates}, block_chunks)
+        totals = read_plan(out)
+        read = [chunk for block in range(totals["blocks"]) for chunk in ReadChunks(out).process(block)]
+    assert totals["chunks"] == len(chunks) and totals["blocks"] == -(-len(chunks) // block_chunks)
+    assert totals["shards"] == sum(c.shards for c in chunks)
+    assert [(c.index, c.first, c.shards, c.strips, c.parts) for c in read] == [
+        (c.index, c.first, c.shards, c.strips, c.parts) for c in chunks
+    ]
+    assert sorted(d for c in read for d in c.duplicates) == sorted(
+        (path, p) for path, positions in duplicates.items() for p in set(positions)
+    )
+    starts: dict[str, list[tuple[int, int]]] = {}  # path -> (rows before a part, its chunk)
+    for chunk in read:
+        for part in chunk.parts:
+            starts.setdefault(part.file.path, []).append((part.first_row, chunk.index))
+    for chunk in read:  # a duplicate goes with the last part of its file that starts before it
+        for path, position in chunk.duplicates:
+            assert max(start for start in starts[path] if start[0] < position)[1] == chunk.index
+
+
+def test_a_plan_in_the_earlier_one_file_layout_is_an_error_that_says_what_to_do(tmp_path):
+    (tmp_path / ".parts").mkdir()
+    (tmp_path / ".parts" / "plan.json").write_text(json.dumps({"chunks": [], "shards": 0}))
+    with pytest.raises(ValueError, match="earlier layout; delete it and rerun"):
+        read_plan(str(tmp_path))

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=0,
-        help="local worker processes, DirectRunner or DaskRunner (default: cores)",
+        help="local worker processes, DirectRunner or DaskRunner (default: cores); on a cluster, "
+        "the workers to spread the work over (default: a Dask cluster's threads, else 1000)",
     )
     job.add_argument(
         "--runner",

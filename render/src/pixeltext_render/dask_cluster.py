@@ -26,8 +26,9 @@ def _distributed():
 
 
 @contextmanager
-def dask_cluster(address: str | None, workers: int) -> Iterator[str]:
-    """The scheduler address of a cluster that answers, for the length of the block."""
+def dask_cluster(address: str | None, workers: int) -> Iterator[tuple[str, int]]:
+    """The scheduler address of a cluster that answers, and its worker threads (when it
+    answered), for the length of the block."""
     distributed = _distributed()
     if address:
         try:
@@ -37,8 +38,9 @@ def dask_cluster(address: str | None, workers: int) -> Iterator[str]:
                 f"no Dask scheduler answers at {address} within {CONNECT_SECONDS} s ({error}); "
                 "check DASK_ADDRESS, or leave it unset for a local cluster"
             ) from None
+        threads = sum(client.nthreads().values())
         client.close()
-        yield address
+        yield address, threads
         return
     import dask
 
@@ -53,6 +55,6 @@ def dask_cluster(address: str | None, workers: int) -> Iterator[str]:
             silence_logs=logging.ERROR,
         )
     try:
-        yield cluster.scheduler_address
+        yield cluster.scheduler_address, workers
     finally:
         cluster.close()

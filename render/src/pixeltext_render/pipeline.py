@@ -4,9 +4,10 @@
                     once: cut into parts, documents' strips estimated, keys hashed
     WritePlan       parts -> chunks that own consecutive shard numbers; key hashes ->
                     duplicate records; both -> the plan (``planning``)
-    RenderChunks    (second pass) each chunk read, its documents rendered in file order
-                    and written into its shards, one shard at a time, each with its part
-                    record (counts and rejections)
+    RenderChunks    (second pass) chunks spread over a few groups per worker; each chunk
+                    read, its documents rendered in file order and written into its
+                    shards, one shard at a time, each with its part record (counts and
+                    rejections)
     WriteSummary    blocks of parts -> index and rejection parts -> shards.jsonl, manifest.json
 
 No text crosses a shuffle: only file parts, 16 bytes per document (key hash, position) in the
@@ -74,6 +75,8 @@ LOCAL_RUNNERS = ("DirectRunner",)
 RUNNER_NAMES = {"DaskRunner": DASK_RUNNER}  # runners Beam knows only by their full name
 DASK_PARTITION_FLAGS = ("--dask_partition_size", "--dask_npartitions")
 SHARDS_PER_CHUNK = 4  # a line-based file is cut into parts of about this many shards' strips
+GROUPS_PER_WORKER = 8  # groups of chunks per worker in the second pass (``render_groups``)
+CLUSTER_WORKERS = 1000  # workers to spread the work for on Dataflow, Flink or Spark, unless given
 
 
 @dataclass(frozen=True)
@@ -145,9 +148,8 @@ class RenderChunk(beam.DoFn):
     def process(self, chunk: Chunk) -> Iterator[ShardPart]:
         done = [finished_part(self.job.out, chunk.first + i) for i in range(chunk.shards)]
         if all(done):
-            for part in done:
-                self.progress.add(part.documents, part.samples)
-            yield from done
+            for index, part in enumerate(done, chunk.first):
+                yield self._finish(_ShardInProgress(index, part))
             return
         parse = ParseFile(self.job.read)
         shard = _ShardInProgress(chunk.first, done[0])
@@ -232,19 +234,32 @@ class _ShardInProgress:
         self.samples: list[tuple[str, dict[str, bytes]]] = []
 
 
-class RenderChunks(beam.PTransform):
-    """The plan -> its chunks, one group each (a worker, a Dask partition) -> shard parts."""
+def render_groups(chunks: int, workers: int) -> int:
+    """How many groups the second pass spreads the chunks over: a few per worker, so that a
+    worker that finishes early takes another while the rest finish theirs, and no more.
 
-    def __init__(self, job: RenderJob, chunks: int, progress_folder: str | None):
+    Each group is a partition on Dask, and Beam's DaskRunner hands the whole graph to the
+    scheduler at once, whose tasks and their records (in the scheduler and in the workers)
+    grow with the partitions: bounded by the workers, they do not grow with the corpus."""
+    return max(1, min(chunks, workers * GROUPS_PER_WORKER))
+
+
+class RenderChunks(beam.PTransform):
+    """The plan's blocks -> their chunks, spread round-robin over ``groups`` groups (a worker,
+    a Dask partition each at a time) -> shard parts."""
+
+    def __init__(self, job: RenderJob, blocks: int, groups: int, progress_folder: str | None):
         super().__init__()
-        self.job, self.chunks, self.progress_folder = job, chunks, progress_folder
+        self.job, self.blocks, self.groups, self.progress_folder = job, blocks, groups, progress_folder
 
     def expand(self, pipeline):
+        groups = self.groups
         return (
             pipeline
-            | "Out" >> beam.Create([self.job.out])
-            | "Chunks" >> beam.ParDo(ReadChunks())
-            | "Spread" >> GroupInto(self.chunks)
+            | "Blocks" >> beam.Create(range(self.blocks))
+            | "Chunks" >> beam.ParDo(ReadChunks(self.job.out))
+            | "Spread" >> beam.Map(lambda chunk: (chunk.index % groups, chunk))
+            | "Group" >> GroupInto(groups)
             | "Chunk" >> beam.FlatMapTuple(lambda _, chunks: chunks)
             | "Render" >> beam.ParDo(RenderChunk(self.job, self.progress_folder))
         )
@@ -280,11 +295,14 @@ def build_plan(pipeline: beam.Pipeline, job: RenderJob, patterns: list[str], wor
 def build(
     pipeline: beam.Pipeline,
     job: RenderJob,
-    chunks: int,
+    plan: dict[str, int],
+    workers: int,
     header: dict,
     progress_folder: str | None = None,
 ):
-    parts = pipeline | "RenderChunks" >> RenderChunks(job, chunks, progress_folder)
+    """The second pass: the plan (its totals) -> shards, the index and the manifest."""
+    render = RenderChunks(job, plan["blocks"], render_groups(plan["chunks"], workers), progress_folder)
+    parts = pipeline | "RenderChunks" >> render
     return parts | "Summary" >> WriteSummary(job.out, header)
 
 
@@ -324,17 +342,25 @@ def run(
     dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Run the job to completion and return its manifest. ``DaskRunner`` runs on the cluster
-    at ``dask_address``, or on a local cluster of ``workers`` processes made for the job."""
+    at ``dask_address``, or on a local cluster of ``workers`` processes made for the job.
+
+    ``workers`` is also what the work is spread for: file groups in the first pass, chunk
+    groups in the second. Default: the cores here, a running Dask cluster's worker threads, or
+    ``CLUSTER_WORKERS`` on other runners (whose size the launcher cannot see)."""
     # fails early on missing fonts or tokenizer; a worker in this process (local, one worker) reuses it
     renderer = process_renderer(job.config, job.tokenizer)
     patterns = [resolve_pattern(p) for p in job.corpus]  # one matching nothing fails before OUT is touched
     runner = RUNNER_NAMES.get(runner, runner)
-    workers = workers or os.cpu_count() or 1
     beam_args = list(beam_args)
+    local_workers = workers or os.cpu_count() or 1
     with ExitStack() as stack:
         if runner == DASK_RUNNER:  # before anything is written: the cluster may not answer
-            address = stack.enter_context(dask_cluster(dask_address, workers))
+            address, threads = stack.enter_context(dask_cluster(dask_address, local_workers))
             beam_args.append(f"--dask_client_address={address}")
+            workers = workers or threads  # a running cluster's size, not this machine's
+        elif runner not in LOCAL_RUNNERS:
+            workers = workers or CLUSTER_WORKERS
+        workers = workers or local_workers
         claim(job.out, job.identity(renderer))
         local = progress and (runner in LOCAL_RUNNERS or (runner == DASK_RUNNER and not dask_address))
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pixeltext-progress-"))
@@ -343,12 +369,14 @@ def run(
             _run_pipeline(options, stack, lambda pipeline: build_plan(pipeline, job, patterns, workers))
         if not FileSystems.exists(plan_path(job.out)):  # (the files went between matching and reading)
             raise FileNotFoundError(f"the corpus {list(job.corpus)} matched no file when the job read it")
-        chunks = len(read_plan(job.out)["chunks"])
+        plan = read_plan(job.out)
         if local:
             stack.callback(_ProgressDisplay(folder).stop)
         header = manifest_header(job, renderer)
         progress_folder = folder if local else None
-        _run_pipeline(options, stack, lambda pipeline: build(pipeline, job, chunks, header, progress_folder))
+        _run_pipeline(
+            options, stack, lambda pipeline: build(pipeline, job, plan, workers, header, progress_folder)
+        )
     return read_manifest(job.out)
 
 

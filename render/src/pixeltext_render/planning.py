@@ -1,7 +1,9 @@
 """The job's plan: which shards each piece of work writes, and which records are duplicates.
 
-The first pass's part surveys and key batches become, on one worker, the plan in
-``.parts/plan.json``:
+The first pass's part surveys and key batches become, on one worker, the plan: its totals
+in ``.parts/plan.json`` (written last, so a plan is there whole or not at all) and its chunks
+in blocks of ``PLAN_BLOCK_CHUNKS`` lines, ``.parts/plan-NNNNNN.jsonl``, each read by the worker
+that starts the second pass on it:
 
 - **chunks**: the parts in file order (name, then position), packed so that a chunk is one
   large part or several small ones (small files) holding at most ``chunk_strips`` estimated
@@ -11,7 +13,8 @@ The first pass's part surveys and key batches become, on one worker, the plan in
 - **duplicates**: every record whose key an earlier record in file order has. They are found
   from 12-byte key hashes (``KeyBatch``), grouped by hash bucket; no text moves.
 
-The plan grows with the number of parts and duplicates, not with the documents.
+The plan grows with the number of parts (one per about ``SHARDS_PER_CHUNK`` shards) and of
+duplicates; no one reads it whole but the worker that writes it.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 
-from pixeltext_render.shards import plan_path, read_bytes, write_atomically
+from pixeltext_render.shards import plan_block_path, plan_path, read_bytes, write_atomically
 from pixeltext_render.sources import LAYOUT, CorpusFile, FilePart, KeyBatch, PartSurvey
 
 _DIGEST = np.dtype([("high", ">u8"), ("low", ">u4")])  # a 12-byte key hash (``key_digest``)
+PLAN_BLOCK_CHUNKS = 10_000  # chunks per block of the plan (about 2.5 MB)
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,9 @@ def merge_fragments(fragments: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def plan_bytes(merged: dict[str, Any]) -> bytes:
-    """The plan file: totals, and each chunk with the duplicate records its parts hold."""
+def write_plan(out: str, merged: dict[str, Any], block_chunks: int) -> None:
+    """Write the plan's blocks: each chunk with the duplicate records its parts hold; then its
+    totals."""
     chunks = sorted(merged["chunks"], key=lambda c: c.index)
     starts: dict[str, list[tuple[int, int]]] = {}  # path -> (rows before a part, its chunk), in order
     for chunk in chunks:
@@ -141,42 +147,64 @@ def plan_bytes(merged: dict[str, Any]) -> bytes:
         for position in positions:  # in the last part that starts before it
             owner = starts[path][max(bisect.bisect_left(firsts, position) - 1, 0)][1]
             found.setdefault(owner, set()).add((path, position))
-    plan = {
-        "chunks": [replace(c, duplicates=frozenset(found.get(c.index, ()))).to_json() for c in chunks],
+    blocks = range(0, len(chunks), block_chunks)
+    for block, start in enumerate(blocks):
+        lines = [
+            json.dumps(replace(c, duplicates=frozenset(found.get(c.index, ()))).to_json(), sort_keys=True)
+            for c in chunks[start : start + block_chunks]
+        ]
+        write_atomically(plan_block_path(out, block), "".join(line + "\n" for line in lines).encode())
+    totals = {
+        "chunks": len(chunks),
+        "blocks": len(blocks),
         "shards": sum(chunk.shards for chunk in chunks),
         "strips": sum(chunk.strips for chunk in chunks),
         "duplicates": sum(len(positions) for positions in merged["duplicates"].values()),
     }
-    return json.dumps(plan, sort_keys=True).encode()
+    write_atomically(plan_path(out), json.dumps(totals, sort_keys=True).encode())
 
 
 class WritePlan(beam.PTransform):
     """The first pass's ``SurveyFile`` outputs -> the plan of the job writing to ``out``."""
 
-    def __init__(self, out: str, shard_samples: int, chunk_strips: int):
+    def __init__(
+        self, out: str, shard_samples: int, chunk_strips: int, block_chunks: int = PLAN_BLOCK_CHUNKS
+    ):
         super().__init__()
-        self.out, self.resolve = out, _Resolve(shard_samples, chunk_strips)
+        self.out, self.block_chunks = out, block_chunks
+        self.resolve = _Resolve(shard_samples, chunk_strips)
 
     def expand(self, surveyed):
-        out = self.out
+        out, block_chunks = self.out, self.block_chunks
         return (
             surveyed
             | "Group" >> beam.GroupByKey()
             | "Resolve" >> beam.FlatMapTuple(self.resolve)
             | "Merge" >> beam.CombineGlobally(merge_fragments).without_defaults()  # (a file at least)
-            | "Write" >> beam.Map(lambda merged: write_atomically(plan_path(out), plan_bytes(merged)))
+            | "Write" >> beam.Map(lambda merged: write_plan(out, merged, block_chunks))
         )
 
 
-def read_plan(out: str) -> dict[str, Any]:
-    return json.loads(read_bytes(plan_path(out)))
+def read_plan(out: str) -> dict[str, int]:
+    """The plan's totals: chunks, blocks, shards, estimated strips, duplicate records."""
+    path = plan_path(out)
+    totals = json.loads(read_bytes(path))
+    if not isinstance(totals.get("blocks"), int):  # the plan of an earlier version: one file
+        raise ValueError(
+            f"{path} is a plan in an earlier layout; delete it and rerun (the shards already "
+            "written are kept: the plan is made again the same)"
+        )
+    return totals
 
 
 class ReadChunks(beam.DoFn):
-    """The OUT of a job -> ``(index, Chunk)`` for each chunk of its plan (read on a worker:
-    the job's request holds no file names)."""
+    """A block of the plan of the job writing to ``out`` -> its chunks, streamed (read on a
+    worker: the job's request holds no file names)."""
 
-    def process(self, out: str) -> Iterator[tuple[int, Chunk]]:
-        for data in read_plan(out)["chunks"]:
-            chunk = Chunk.from_json(data)
-            yield chunk.index, chunk
+    def __init__(self, out: str):
+        self.out = out
+
+    def process(self, block: int) -> Iterator[Chunk]:
+        with FileSystems.open(plan_block_path(self.out, block)) as stream:
+            for line in stream:
+                yield Chunk.from_json(json.loads(line))

@@ -1,6 +1,8 @@
 """What the render job leaves in OUT, written so that reruns are safe and bytes reproducible.
 
 - ``shard-NNNNNN.tar``: deterministic tar files (members sorted, mtime 0, no owner);
+- ``.parts/plan.json`` and ``.parts/plan-NNNNNN.jsonl``: the first pass's plan (``planning``):
+  its totals, and its chunks in blocks;
 - ``.parts/shard-NNNNNN.json``: each finished shard's counts and rejections, written before
   the shard is renamed into place; a shard with both files is done, and a rerun skips it;
 - ``rejected/NNNNNN.jsonl``: the rejections of a block of ``BLOCK_SHARDS`` shards, one part per
@@ -100,8 +102,13 @@ class ShardPart:
 
 
 def plan_path(out: str) -> str:
-    """The job's plan: what its first pass learnt of the corpus."""
+    """The job's plan: what its first pass learnt of the corpus, in totals (written last)."""
     return join(out, PARTS, "plan.json")
+
+
+def plan_block_path(out: str, block: int) -> str:
+    """A block of the plan's chunks, one JSON line each."""
+    return join(out, PARTS, f"plan-{block:06d}.jsonl")
 
 
 def part_path(out: str, index: int) -> str:
