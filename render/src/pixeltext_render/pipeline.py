@@ -146,30 +146,28 @@ class RenderChunk(beam.DoFn):
         self.progress = _ProgressFile(self.progress_folder)
 
     def process(self, chunk: Chunk) -> Iterator[ShardPart]:
-        done = [finished_part(self.job.out, chunk.first + i) for i in range(chunk.shards)]
-        if all(done):
-            for index, part in enumerate(done, chunk.first):
-                yield self._finish(_ShardInProgress(index, part))
-            return
+        indices = range(chunk.first, chunk.first + chunk.shards)
+        done = {index: finished_part(self.job.out, index) for index in indices}
         parse = ParseFile(self.job.read)
-        shard = _ShardInProgress(chunk.first, done[0])
+        shard = _ShardInProgress(chunk.first, done[chunk.first])
         strips_before = 0  # estimated, of the chunk's documents so far
-        for file_part in chunk.parts:
+        to_read = () if all(done.values()) else chunk.parts  # (nothing left to write: not read)
+        for file_part in to_read:
             for record in parse.process(file_part):
                 if isinstance(record, Document):
                     target = chunk.first + _shard_within(strips_before, chunk)
                     strips_before += estimated_strips(len(record.text), self.job.config)
                     while shard.index < target:
                         yield self._finish(shard)
-                        shard = _ShardInProgress(shard.index + 1, done[shard.index + 1 - chunk.first])
+                        shard = _ShardInProgress(shard.index + 1, done[shard.index + 1])
                     if shard.done is None:
                         duplicate = (file_part.file.path, record.position) in chunk.duplicates
                         self._add(record, shard, duplicate)
                 elif shard.done is None:
                     shard.part.rejected.append(asdict(record))
         yield self._finish(shard)
-        for index in range(shard.index + 1, chunk.first + chunk.shards):
-            yield self._finish(_ShardInProgress(index, done[index - chunk.first]))
+        for index in range(shard.index + 1, indices.stop):
+            yield self._finish(_ShardInProgress(index, done[index]))
 
     def _add(self, doc: Document, shard: _ShardInProgress, duplicate: bool) -> None:
         rendered = self._render(doc, shard.part, duplicate)
