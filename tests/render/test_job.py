@@ -169,6 +169,21 @@ def test_the_second_pass_has_groups_for_the_workers_not_for_the_corpus():
         assert render_groups(bound + 1, workers) == render_groups(10**7, workers) == bound
 
 
+def test_a_plan_that_names_a_file_outside_the_corpus_is_refused(tmp_path, corpus):
+    """The plan lives in OUT, so it must not decide what is read: data never names a path."""
+    out = tmp_path / "out"
+    run(job(corpus, out, shard_samples=10), workers=1, progress=False)
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(json.dumps({"id": "s", "text": "not part of the corpus"}) + "\n")
+    block = out / ".parts" / "plan-000000.jsonl"
+    block.write_text(block.read_text().replace(str(corpus / "part-a.jsonl"), str(secret)))
+    for finished in [out / "manifest.json", *out.glob("shard-*.tar"), *out.glob(".parts/shard-*.json")]:
+        finished.unlink()
+    with pytest.raises(ValueError, match="no corpus pattern of this job matches"):
+        run(job(corpus, out, shard_samples=10), workers=1, progress=False)
+    assert not list(out.glob("shard-*.tar"))
+
+
 def test_a_different_job_into_the_same_folder_is_refused(shards, corpus):
     with pytest.raises(JobConflict, match="shard_samples"):
         run(job(corpus, shards, shard_samples=11), workers=1, progress=False)
@@ -326,7 +341,8 @@ def test_the_pipeline_graph_builds_for_cluster_runners(flags, corpus, tmp_path):
     survey = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
     build_plan(survey, render_job, list(render_job.corpus), workers=4)
     render = beam.Pipeline(options=beam_options(runner, 1, flags[1:]))
-    build(render, render_job, {"chunks": 3, "blocks": 1}, 4, manifest_header(render_job, Renderer()))
+    header = manifest_header(render_job, Renderer())
+    build(render, render_job, list(render_job.corpus), {"chunks": 3, "blocks": 1}, 4, header)
     for pipeline, stages in ((survey, {"Survey", "WritePlan"}), (render, {"RenderChunks", "Summary"})):
         proto = pipeline.to_runner_api()
         assert stages <= {t.unique_name for t in proto.components.transforms.values()}

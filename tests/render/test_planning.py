@@ -113,7 +113,9 @@ def test_the_plan_in_blocks_gives_back_every_chunk_with_the_duplicates_its_parts
     with tempfile.TemporaryDirectory() as out:
         write_plan(out, {"chunks": chunks[::-1], "duplicates": duplicates}, block_chunks)
         totals = read_plan(out)
-        read = [chunk for block in range(totals["blocks"]) for chunk in ReadChunks(out).process(block)]
+        reader = ReadChunks(out, ["/c/*"])
+        reader.setup()
+        read = [chunk for block in range(totals["blocks"]) for chunk in reader.process(block)]
     assert totals["chunks"] == len(chunks) and totals["blocks"] == -(-len(chunks) // block_chunks)
     assert totals["shards"] == sum(c.shards for c in chunks)
     assert [(c.index, c.first, c.shards, c.strips, c.parts) for c in read] == [

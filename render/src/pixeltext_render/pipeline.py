@@ -243,19 +243,23 @@ def render_groups(chunks: int, workers: int) -> int:
 
 
 class RenderChunks(beam.PTransform):
-    """The plan's blocks -> their chunks, spread round-robin over ``groups`` groups (a worker,
-    a Dask partition each at a time) -> shard parts."""
+    """The plan's blocks -> their chunks (of files the job's resolved ``patterns`` match),
+    spread round-robin over ``groups`` groups (a worker, a Dask partition each at a time) ->
+    shard parts."""
 
-    def __init__(self, job: RenderJob, blocks: int, groups: int, progress_folder: str | None):
+    def __init__(
+        self, job: RenderJob, patterns: list[str], blocks: int, groups: int, progress_folder: str | None
+    ):
         super().__init__()
-        self.job, self.blocks, self.groups, self.progress_folder = job, blocks, groups, progress_folder
+        self.job, self.patterns, self.blocks, self.groups = job, patterns, blocks, groups
+        self.progress_folder = progress_folder
 
     def expand(self, pipeline):
         groups = self.groups
         return (
             pipeline
             | "Blocks" >> beam.Create(range(self.blocks))
-            | "Chunks" >> beam.ParDo(ReadChunks(self.job.out))
+            | "Chunks" >> beam.ParDo(ReadChunks(self.job.out, self.patterns))
             | "Spread" >> beam.Map(lambda chunk: (chunk.index % groups, chunk))
             | "Group" >> GroupInto(groups)
             | "Chunk" >> beam.FlatMapTuple(lambda _, chunks: chunks)
@@ -293,13 +297,15 @@ def build_plan(pipeline: beam.Pipeline, job: RenderJob, patterns: list[str], wor
 def build(
     pipeline: beam.Pipeline,
     job: RenderJob,
+    patterns: list[str],
     plan: dict[str, int],
     workers: int,
     header: dict,
     progress_folder: str | None = None,
 ):
     """The second pass: the plan (its totals) -> shards, the index and the manifest."""
-    render = RenderChunks(job, plan["blocks"], render_groups(plan["chunks"], workers), progress_folder)
+    groups = render_groups(plan["chunks"], workers)
+    render = RenderChunks(job, patterns, plan["blocks"], groups, progress_folder)
     parts = pipeline | "RenderChunks" >> render
     return parts | "Summary" >> WriteSummary(job.out, header)
 
@@ -373,7 +379,9 @@ def run(
         header = manifest_header(job, renderer)
         progress_folder = folder if local else None
         _run_pipeline(
-            options, stack, lambda pipeline: build(pipeline, job, plan, workers, header, progress_folder)
+            options,
+            stack,
+            lambda pipeline: build(pipeline, job, patterns, plan, workers, header, progress_folder),
         )
     return read_manifest(job.out)
 

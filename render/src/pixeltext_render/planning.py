@@ -22,12 +22,14 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from pixeltext_render.shards import plan_block_path, plan_path, read_bytes, write_atomically
@@ -199,12 +201,26 @@ def read_plan(out: str) -> dict[str, int]:
 
 class ReadChunks(beam.DoFn):
     """A block of the plan of the job writing to ``out`` -> its chunks, streamed (read on a
-    worker: the job's request holds no file names)."""
+    worker: the job's request holds no file names). A plan is a file in OUT, so it is not
+    trusted to name what to read: a part of a file that none of the job's ``patterns``
+    matches (Beam's matching) is an error, not read."""
 
-    def __init__(self, out: str):
-        self.out = out
+    def __init__(self, out: str, patterns: list[str]):
+        self.out, self.patterns = out, patterns
+
+    def setup(self) -> None:
+        self.matchers = [re.compile(FileSystem.translate_pattern(p)).match for p in self.patterns]
 
     def process(self, block: int) -> Iterator[Chunk]:
-        with FileSystems.open(plan_block_path(self.out, block)) as stream:
+        path = plan_block_path(self.out, block)
+        with FileSystems.open(path) as stream:
             for line in stream:
-                yield Chunk.from_json(json.loads(line))
+                chunk = Chunk.from_json(json.loads(line))
+                for part in chunk.parts:
+                    if not any(match(part.file.path) for match in self.matchers):
+                        raise ValueError(
+                            f"{path} names {part.file.path!r}, which no corpus pattern of this job "
+                            f"matches ({self.patterns}): the plan is not this job's. Delete "
+                            f"{self.out}/.parts/plan* and rerun"
+                        )
+                yield chunk
