@@ -21,20 +21,31 @@ OUT ?= outputs/shards
 DEMO_BUDGET ?= full
 DEMO_OUT ?= outputs/demo
 
-.PHONY: help install test lint bench bench-gpu render demo lock clean
+.PHONY: help install ocr-engine test lint bench bench-gpu render demo lock clean
 
 help:
 	@echo "make install   virtual environment in $(VENV), both packages (editable), fonts and tokenizer"
 	@echo "make demo      render, pre-train, fine-tune and score; a report in $(DEMO_OUT)/report"
 	@echo "make test      the test suite (installs first)"
 	@echo "make render    render CORPUS=... into OUT=$(OUT) (WebDataset shards, Apache Beam)"
-	@echo "make bench     renderer, render job (vs PangoCairo, stages, awkward inputs, 200k documents), fine-tuning, training"
+	@echo "make bench     renderer, render job (vs PangoCairo, stages, awkward inputs, 200k documents), fine-tuning, training, generation"
 	@echo "make bench-gpu the training step on one GPU (needs only PyTorch; BENCH_GPU_ARGS=...)"
 	@echo "make lint      ruff"
 	@echo "make lock      re-resolve dependencies into constraints.txt"
 
-install: $(INSTALLED)
+install: $(INSTALLED) ocr-engine
 	@$(BIN)/pixeltext-render assets fetch
+
+# The OCR engine that task=cloze reads a model's pixels with (Tesseract 5, Debian's package):
+# installed when missing, as root with apt-get; otherwise the command to run is printed.
+ocr-engine:
+	@command -v tesseract >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing the OCR engine (apt-get install tesseract-ocr)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; \
+	  else \
+	    echo "note: no OCR engine; task=cloze needs one: sudo apt-get install tesseract-ocr (or your system's tesseract)"; \
+	  fi; }
 
 $(INSTALLED): constraints.txt render/pyproject.toml train/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "pixeltext needs Python >= 3.11")'
@@ -65,6 +76,7 @@ bench: install
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/finetune_bench.py
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/generate_bench.py
 
 # Runs with whatever Python has PyTorch (a GPU machine's own), no install: the model code only.
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)

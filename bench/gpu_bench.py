@@ -1,15 +1,20 @@
-"""``make bench-gpu``: the training step on one GPU, for the models of ``conf/model/``.
+"""``make bench-gpu``: the training step and decoding on one GPU, for the models of ``conf/model/``.
 
 Needs only PyTorch and ``train/src/pixeltext_train/model.py`` and ``losses.py`` (no Lightning,
 Hydra, Beam or fonts: a GPU machine often has none of them): synthetic batches of the real
 shapes (rows of ``max_positions``; packed rows hold sequences of random lengths, as pixel,
 text and pair sequences from a corpus would), bf16 autocast, AdamW. For each model, packed and
 not, compiled and not: step time, real positions per second, model FLOPs utilisation against
-the device's peak, peak memory, and the largest micro-batch (rows) that fits.
+the device's peak, peak memory, and the largest micro-batch (rows) that fits. Then decoding
+(``generate.py``) with weights in the benchmark's dtype: ``--decode-new`` greedy tokens after a
+prompt of as many, and as many patches after as many patches, for each ``--decode-batches``, with
+the cache eager and with a static cache and compiled blocks: tokens and patches per second, and
+whether the compiled run gives the eager run's tokens.
 
     PYTHONPATH=train/src python bench/gpu_bench.py                 # small and paper, everything
     PYTHONPATH=train/src python bench/gpu_bench.py --models paper --attention mask flex
     PYTHONPATH=train/src python bench/gpu_bench.py --device cpu --models tiny --steps 1 --no-search
+    PYTHONPATH=train/src python bench/gpu_bench.py --models paper --no-train   # decoding only
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
+from pixeltext_train.generate import Prompt, generate_patches, generate_tokens, pixel_prompt
 from pixeltext_train.losses import next_patch_loss, next_token_loss, targets
 from pixeltext_train.model import ModelConfig, Packing, PixelTextModel
 
@@ -165,6 +172,34 @@ def largest_batch(config: ModelConfig, packed: bool, compiled: bool, args, devic
     return low
 
 
+def decode(config: ModelConfig, batch: int, compiled: bool, args, device) -> dict:
+    """Tokens and patches per second of greedy decoding (``--decode-new`` after as many)."""
+    torch.manual_seed(0)
+    model = PixelTextModel(config).to(device=device, dtype=args.dtype).eval()
+    if compiled:
+        for block in model.layers:
+            block.compile()
+    count = args.decode_new
+    rng = np.random.default_rng(batch)
+    texts = [Prompt(rng.integers(3, config.vocab_size, count)) for _ in range(batch)]
+    pictures = [
+        pixel_prompt(rng.integers(0, 256, (count, config.patch_dim), dtype=np.uint8)) for _ in range(batch)
+    ]
+    rates, tokens = {}, None
+    for name, run in (
+        ("tokens_per_s", lambda: generate_tokens(model, texts, count, static_cache=compiled)),
+        ("patches_per_s", lambda: generate_patches(model, pictures, count, static_cache=compiled)),
+    ):
+        made = run()  # warm-up (and, compiled, the compilation)
+        synchronize(device)
+        start = time.perf_counter()
+        made = run()
+        synchronize(device)
+        rates[name] = batch * count / (time.perf_counter() - start)
+        tokens = tokens if tokens is not None else [m.tokens.tolist() for m in made]
+    return rates | {"tokens": tokens}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -179,14 +214,17 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, help="the device's peak (default: known GPUs' bf16)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-search", action="store_true", help="skip the largest-micro-batch search")
+    parser.add_argument("--no-train", action="store_true", help="decoding only")
+    parser.add_argument("--decode-batches", type=int, nargs="*", default=[1, 32], help="none: no decoding")
+    parser.add_argument("--decode-new", type=int, default=128, help="new tokens or patches, after as many")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "gpu.json")
     args = parser.parse_args()
     args.dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; {args.dtype}; {args.rows} rows a micro-batch")
-    results = []
-    for model_name in args.models:
+    results, decoding = [], []
+    for model_name in [] if args.no_train else args.models:
         for packed, attention in [(False, "causal")] + [(True, a) for a in args.attention]:
             for compiled in [False] if args.no_compile else [False, True]:
                 config = model_config(model_name)
@@ -200,10 +238,23 @@ def main() -> None:
                     row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
                 results.append(row)
                 print(json.dumps(row))
+    for model_name in args.models:
+        for batch in args.decode_batches:
+            eager = None
+            for compiled in [False] if args.no_compile else [False, True]:
+                row = {"decode": model_name, "batch": batch, "compiled": compiled}
+                try:
+                    measured = decode(model_config(model_name), batch, compiled, args, device)
+                    eager = eager or measured["tokens"]
+                    row |= {k: v for k, v in measured.items() if k != "tokens"}
+                    row["same_tokens_as_eager"] = measured["tokens"] == eager
+                except Exception as error:  # (as above)
+                    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                decoding.append(row)
+                print(json.dumps(row))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"device": name, "torch": torch.__version__, "results": results}, indent=2)
-    )
+    summary = {"device": name, "torch": torch.__version__, "results": results, "decoding": decoding}
+    args.out.write_text(json.dumps(summary, indent=2))
     print(f"results: {args.out}")
 
 

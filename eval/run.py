@@ -4,7 +4,11 @@
   fine-tune with a sequence head, score, write ``results.json``;
 - ``task=intrinsic``: held-out next-token loss, bits per byte and next-patch loss;
 - ``task=reconstruct text="..."``: ``reconstruction.png``, the strip and the model's
-  next-patch predictions under it.
+  next-patch predictions under it;
+- ``task=generate modality=text|pixel|read prompt="..."`` (or ``prompt_image=strip.png``):
+  ``generation.json`` and, for pixel and read, ``generation.png``;
+- ``task=cloze``: last-word prediction in text and pixels (read by OCR) and the character error
+  rate of reading strips, on held-out passages (or LAMBADA's file: ``data_dir=``).
 Everything is written to the Hydra run directory (``outputs/eval/<task>/<modality>/<time>``).
 """
 
@@ -16,7 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pixeltext_train.evaluate.backbone import load_backbone
+from pixeltext_train.evaluate.cloze import cloze, lambada_passages, plot_passages
 from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune
+from pixeltext_train.evaluate.generation import GenerateOptions, write_generation
 from pixeltext_train.evaluate.intrinsic import intrinsic
 from pixeltext_train.evaluate.reconstruct import write_reconstruction
 from pixeltext_train.evaluate.tasks import load_task
@@ -26,9 +32,22 @@ from pixeltext_train.evaluate.tasks import load_task
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     allow = cfg.allow_render_difference or (
-        cfg.modality == "text" and cfg.task not in ("reconstruct", "intrinsic")
+        cfg.modality == "text" and cfg.task not in ("reconstruct", "intrinsic", "cloze")
     )
     backbone = load_backbone(cfg.checkpoint, OmegaConf.to_container(cfg.model, resolve=True), allow)
+    if cfg.task == "generate":
+        options = GenerateOptions(**cfg.generate)
+        record = write_generation(backbone, cfg.modality, options, run_dir, cfg.prompt, cfg.prompt_image)
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    if cfg.task == "cloze":
+        passages = lambada_passages(cfg.data_dir) if cfg.data_dir else plot_passages()
+        results = cloze(backbone, passages, GenerateOptions(**cfg.generate), cfg.passages)
+        results |= {"task": "cloze", "checkpoint": backbone.source, "source": cfg.data_dir or "film plots"}
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        print(json.dumps({k: v for k, v in results.items() if k != "examples"}, indent=2))
+        print(f"results: {run_dir / 'results.json'}")
+        return
     if cfg.task == "reconstruct":
         if not cfg.text:
             raise SystemExit('task=reconstruct needs text="..."')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,8 @@ def test_a_short_fine_tune_beats_the_majority_class(tiny_checkpoint, tmp_path, m
         max_steps=100,
         eval_every=20,
         patience=3,
+        pool="last_text",  # (pooled on the end patch, this 2-layer model stays at the majority class
+        # in 100 steps, whether pre-trained with end patches or not: measured)
     )
     results = finetune(task, load_backbone(tiny_checkpoint), options, tmp_path, progress=False)
     majority = majority_baseline(task)["validation"]["accuracy"]
@@ -177,14 +180,16 @@ def test_render_pair_fits_any_budget_and_keeps_both_texts(byte_renderer, article
 
 
 def test_pooling_follows_the_checkpoints_pre_training(tiny_checkpoint, tmp_path):
-    assert load_backbone(tiny_checkpoint).end_patch is False  # tiny shards: no end patch
-    saved = torch.load(tiny_checkpoint, weights_only=True)
-    saved["hyper_parameters"]["end_patch"] = True
-    edited = tmp_path / "end-patch.ckpt"
-    torch.save(saved, edited)
-    backbone = load_backbone(edited)
+    backbone = load_backbone(tiny_checkpoint)
+    assert backbone.end_patch is True  # data.end_patch: true, the pre-training default
     assert FinetuneOptions().budget(backbone).end_patch
     assert not FinetuneOptions(pool="last_text").budget(backbone).end_patch
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    saved["hyper_parameters"]["end_patch"] = False
+    edited = tmp_path / "no-end-patch.ckpt"
+    torch.save(saved, edited)
+    assert not FinetuneOptions().budget(load_backbone(edited)).end_patch
+    assert FinetuneOptions(pool="end_patch").budget(load_backbone(edited)).end_patch
     with pytest.raises(ValueError, match="pool"):
         FinetuneOptions(pool="first").budget(backbone)
 
@@ -315,3 +320,23 @@ def test_make_demo_with_the_smoke_budget_writes_the_report(tmp_path):
     assert "| — | majority class |" in report
     assert Image.open(tmp_path / "report" / "reconstruction.png").width > 0
     assert Image.open(tmp_path / "report" / "pretraining_loss.png").width > 0
+    assert Image.open(tmp_path / "report" / "generation-pixel" / "generation.png").width > 0
+    scores = json.loads((tmp_path / "report" / "results.json").read_text())["cloze"]
+    assert scores["passages"] == 4 and "| pixel accuracy (continued in pixels, read by OCR) |" in report
+
+
+def test_the_demo_verdict_counts_a_lead_only_beyond_its_standard_error():
+    pretraining_verdict = runpy.run_path(str(REPO / "eval" / "demo.py"))["pretraining_verdict"]
+
+    def verdict(pixel: float, text: float, pair: float) -> str:
+        accuracies = {"pixel": pixel, "text": text, "pair": pair}
+        results = {
+            (m, k): {"metrics": {"test": {"accuracy": 0.7 + (accuracies[m] if k == "pre-trained" else 0)}}}
+            for m in accuracies
+            for k in ("pre-trained", "from scratch")
+        }
+        return pretraining_verdict(results, {"test": {"accuracy": 0.5}}, 1323)
+
+    assert "does **not** measurably beat" in verdict(0.001, 0.006, -0.01)  # the leads called noise
+    assert "beats the from-scratch baseline on test accuracy in: text" in verdict(0.001, 0.06, 0.0)
+    assert "from-scratch model is measurably ahead in: pair" in verdict(0.0, 0.0, -0.08)

@@ -75,5 +75,5 @@ def test_sharded_training_computes_what_data_parallel_training_computes(launch):
     saved = load_plain(launch("fsdp-whole", "fsdp", "trainer.max_steps=6") / "checkpoints" / "last.ckpt")
     groups = saved["optimizer_states"][0]["param_groups"]
     decayed = [group for group in groups if group["weight_decay"] > 0]
-    linear = 7 * 2 + 3  # per block q, k, v, o, gate, up, down; the two heads; the patch projection
+    linear = 7 * 2 + 4  # per block q, k, v, o, gate, up, down; the three heads; the patch projection
     assert len(decayed) == 1 and len(decayed[0]["params"]) == linear  # decided before sharding

@@ -1,4 +1,4 @@
-"""``make bench-gpu`` runs with PyTorch and the model code alone (as on a bare GPU machine)."""
+"""``make bench-gpu`` runs with PyTorch, NumPy and the model code alone (as on a bare GPU machine)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ def test_the_gpu_benchmark_needs_only_torch_and_the_model_code(tmp_path):
         "mask",
         "--dtype",
         "float32",
+        "--decode-batches",
+        "2",
+        "--decode-new",
+        "3",
         "--out",
         str(out),
     ]
@@ -50,3 +54,5 @@ def test_the_gpu_benchmark_needs_only_torch_and_the_model_code(tmp_path):
     for row in rows:
         assert row["real_positions_per_s"] > 0 and row["mfu"] is None  # (no peak known for a CPU)
     assert rows[0]["padding_fraction"] == 0 and 0 <= rows[1]["padding_fraction"] < 0.25
+    (decoding,) = json.loads(out.read_text())["decoding"]
+    assert decoding["tokens_per_s"] > 0 and decoding["patches_per_s"] > 0 and decoding["same_tokens_as_eager"]

@@ -140,6 +140,30 @@ ASSETS: dict[str, Asset] = {
             source="debian",
             optional=True,
         ),
+        # English word lists with inflections (Debian's wamerican, wbritish): whether a word read
+        # back from a model's pixels is a real word (the cloze task's readable rate).
+        *(
+            Asset(
+                f"words/{name}",
+                f"{package}=2020.12.07-2",
+                f"./usr/share/dict/{name}",
+                sha,
+                source="debian",
+                optional=True,
+            )
+            for name, package, sha in (
+                (
+                    "american-english",
+                    "wamerican",
+                    "9f513f1ceadb6a01c5485b7dbdfd5118dc66cd70b59cae2851292112d4066a32",
+                ),
+                (
+                    "british-english",
+                    "wbritish",
+                    "7424d6682301dc86f73b0a5c8c53f0ba4c9f0a41fb2d1cb7e5fe7f8a04f15fb0",
+                ),
+            )
+        ),
         *(
             Asset(
                 f"corpora/django-messages/{lang}.mo",

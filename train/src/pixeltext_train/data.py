@@ -104,6 +104,7 @@ class SequenceSpec:
     bos_id: int
     pad_id: int
     end_patch: bool = False  # a strip's black end patch is an input (and a target), as the paper's
+    eos_id: int | None = None  # with end_patch, a pair whose text is all there ends with eos
 
     @property
     def patch_dim(self) -> int:
@@ -126,7 +127,9 @@ def strip_patches(stored: StoredStrip, patch_size: int, count: int) -> np.ndarra
 
 def make_sequence(stored: StoredStrip, kind: str, spec: SequenceSpec) -> tuple[np.ndarray, np.ndarray | None]:
     """(token ids [n], patches [k, D] or None): patches occupy the first k positions. With
-    ``spec.end_patch``, a strip whose text patches all fit keeps its black end patch after them."""
+    ``spec.end_patch``, a strip whose text patches all fit keeps its black end patch after them,
+    and a pair that holds the whole strip ends its tokens with ``eos`` (the text ends there in
+    both modalities: reading a strip then knows where to stop)."""
     ids = stored.token_ids.astype(np.int64)
     patches = stored.num_text_patches
     room = spec.max_positions
@@ -137,12 +140,15 @@ def make_sequence(stored: StoredStrip, kind: str, spec: SequenceSpec) -> tuple[n
         k = patches + end if patches + end <= room else min(patches, room)
         return np.zeros(0, np.int64), strip_patches(stored, spec.patch_size, k)
     # pair: the most patches k that fit with bos and the tokens lying wholly in those k patches
+    # (all of them, the end patch and eos, for the whole strip)
+    closing = end * (1 + (spec.eos_id is not None))
     reach = np.maximum.accumulate(stored.token_patches[:, 1]) if len(ids) else np.zeros(0, np.int64)
     inside = np.searchsorted(reach, np.arange(patches + 1), side="left")  # tokens within k patches
-    fits = np.arange(patches + 1) + 1 + inside + end * (np.arange(patches + 1) == patches) <= room
+    fits = np.arange(patches + 1) + 1 + inside + closing * (np.arange(patches + 1) == patches) <= room
     k = int(np.flatnonzero(fits)[-1])
-    shown = k + end if k == patches else k
-    return np.concatenate([[spec.bos_id], ids[: inside[k]]]), strip_patches(stored, spec.patch_size, shown)
+    whole = end and k == patches
+    tokens = [[spec.bos_id], ids[: inside[k]], [spec.eos_id] if whole and spec.eos_id is not None else []]
+    return np.concatenate(tokens).astype(np.int64), strip_patches(stored, spec.patch_size, k + whole)
 
 
 Sequence = tuple[str, np.ndarray, np.ndarray | None]  # kind, token ids, patches (first) or None
@@ -422,7 +428,7 @@ class ShardDataModule(L.LightningDataModule):
         bos = tokenizer["bos_id"] if tokenizer["bos_id"] is not None else 1
         pad = tokenizer["pad_id"] if tokenizer["pad_id"] is not None else 0
         patch = RenderConfig.from_dict(self.manifest["render"]["config"]).patch_size
-        self.spec = SequenceSpec(max_positions, patch, bos, pad, end_patch)
+        self.spec = SequenceSpec(max_positions, patch, bos, pad, end_patch, tokenizer.get("eos_id"))
         self.resume_point = ResumePoint(0, [None] * self.readers_per_rank)  # moved by StreamTracker
         self._resumed: dict[str, Any] | None = None  # the state a checkpoint restored
 

@@ -5,7 +5,9 @@ A batch (see ``data.Batch``) holds rows of one or more sequences, padded at the 
 patches are inputs, and the black end-of-text patch too with ``data.end_patch`` (padding never
 is), so a patch target exists where positions ``i`` and ``i + 1`` are both real patches. Next token: where
 ``i + 1`` is a real token other than ``bos``, including the first token of a pair's text,
-predicted from the image before it.
+predicted from the image before it. With the model's ``patch_stats`` head, each next patch's
+pixel mean and standard deviation are also regressed (mean squared error), beside the
+normalised loss, which by design cannot tell them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ from torch import Tensor
 PATCH_NORM_EPS = 1e-6
 
 
-def normalize_patches(patches: Tensor) -> Tensor:
-    """Each patch minus its mean, over its standard deviation (pixels in [0, 1])."""
+def patch_statistics(patches: Tensor) -> tuple[Tensor, Tensor]:
+    """Each patch's mean and standard deviation [..., 1] (pixels in [0, 1]): what normalising
+    removes and de-normalising puts back."""
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, keepdim=True, unbiased=False)
-    return (patches - mean) / torch.sqrt(var + PATCH_NORM_EPS)
+    return mean, torch.sqrt(var + PATCH_NORM_EPS)
+
+
+def normalize_patches(patches: Tensor) -> Tensor:
+    """Each patch minus its mean, over its standard deviation (pixels in [0, 1])."""
+    mean, std = patch_statistics(patches)
+    return (patches - mean) / std
 
 
 def normalized_patch_mse(predicted: Tensor, target_pixels: Tensor) -> Tensor:
@@ -80,13 +89,19 @@ def next_patch_errors(hidden: Tensor, head: torch.nn.Module, patches: Tensor, wh
     return normalized_patch_mse(head(hidden[where]), patches[:, 1:][where[:, :-1]])
 
 
+def next_patch_stats_errors(hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor) -> Tensor:
+    """Squared error of each next patch's predicted mean and standard deviation, averaged [N]."""
+    truth = torch.cat(patch_statistics(patches[:, 1:][where[:, :-1]].float() / 255.0), dim=-1)
+    return (head(hidden[where]).float() - truth).pow(2).mean(dim=-1)
+
+
 def next_token_errors(hidden: Tensor, head: torch.nn.Module, tokens: Tensor, where: Tensor) -> Tensor:
     """Cross-entropy of each next-token prediction at ``where`` [N], in row-major order."""
     logits = head(hidden[where]).float()
     return F.cross_entropy(logits, tokens[:, 1:][where[:, :-1]], reduction="none")
 
 
-def _mean(errors: Tensor) -> tuple[Tensor, int]:
+def mean_and_count(errors: Tensor) -> tuple[Tensor, int]:
     """The mean error and how many there were. With none, a zero that still depends on the head
     (the sum of nothing), so every data-parallel rank reduces the same gradients."""
     count = len(errors)
@@ -97,26 +112,30 @@ def next_patch_loss(
     hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor
 ) -> tuple[Tensor, int]:
     """Mean normalised MSE of next-patch predictions at ``where``, and how many there were."""
-    return _mean(next_patch_errors(hidden, head, patches, where))
+    return mean_and_count(next_patch_errors(hidden, head, patches, where))
 
 
 def next_token_loss(
     hidden: Tensor, head: torch.nn.Module, tokens: Tensor, where: Tensor
 ) -> tuple[Tensor, int]:
     """Mean cross-entropy of next-token predictions at ``where``, and how many there were."""
-    return _mean(next_token_errors(hidden, head, tokens, where))
+    return mean_and_count(next_token_errors(hidden, head, tokens, where))
 
 
-def per_example_loss(
-    hidden: Tensor, patch_head: torch.nn.Module, lm_head: torch.nn.Module, batch, bos_id: int | None
-) -> Tensor:
+def per_example_loss(hidden: Tensor, model: torch.nn.Module, batch, bos_id: int | None) -> Tensor:
     """[S] each sequence's own loss (in the order of ``batch.keys``): its mean next-patch loss
-    plus its mean next-token loss (either term absent when it has nothing of that kind)."""
+    (and patch-statistics loss, with that head) plus its mean next-token loss (a term is
+    absent when the sequence has nothing of that kind)."""
     patch_where, token_where = targets(batch, bos_id)
     ids, count = sequence_ids(batch), len(batch.kinds)
-    patch = _means(next_patch_errors(hidden, patch_head, batch.patches, patch_where), ids[patch_where], count)
-    token = _means(next_token_errors(hidden, lm_head, batch.tokens, token_where), ids[token_where], count)
-    return patch + token
+    patch_ids = ids[patch_where]
+    loss = _means(next_patch_errors(hidden, model.patch_head, batch.patches, patch_where), patch_ids, count)
+    if model.config.patch_stats:
+        stats = next_patch_stats_errors(hidden, model.patch_stats_head, batch.patches, patch_where)
+        loss = loss + _means(stats, patch_ids, count)
+    return loss + _means(
+        next_token_errors(hidden, model.lm_head, batch.tokens, token_where), ids[token_where], count
+    )
 
 
 def _means(values: Tensor, ids: Tensor, count: int) -> Tensor:

@@ -12,6 +12,12 @@ rotary positions start at 0, so its outputs are what they would be alone. The do
 dense for ``scaled_dot_product_attention``, applied block by block of queries over the keys
 their sequences reach (``attention="mask"``, any device), or a block mask for ``flex_attention``
 (``"flex"``, CUDA, compiled); ``"auto"`` takes flex on CUDA.
+
+Generation (``generate.py``) runs the same layers incrementally over a ``KVCache``: each
+layer's keys and values (its ``num_kv_heads``, not every head), preallocated for the whole
+generation, and the slots that hold real inputs (rows of different lengths are left-padded;
+padding is never attended to). With ``patch_stats`` a small head also predicts each next
+patch's mean and spread, which turn a normalised prediction back into pixels.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class ModelConfig:
     channels: int = 3
     init_std: float = 0.02
     attention: str = "auto"  # packed rows: "mask" (dense, any device), "flex" (CUDA); auto: flex on CUDA
+    patch_stats: bool = False  # a head for each next patch's pixel mean and spread (pixel generation)
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
 
     def __post_init__(self) -> None:
@@ -132,6 +139,57 @@ def flex_block_mask(segments: Tensor):
     return create_block_mask(same_sequence_causal, batch, None, length, length, device=segments.device)
 
 
+class KVCache:
+    """Every layer's keys and values for a batch, preallocated for ``capacity`` positions.
+
+    Inputs are appended in order (``length`` slots filled); ``real`` marks the slots that hold
+    real inputs, so left padding is never attended to. ``static``: attention always spans the
+    whole buffer, masked, so every decode step has the same shapes (for ``torch.compile`` on
+    CUDA); otherwise it spans the filled slots only, which is cheaper eagerly.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch: int,
+        capacity: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        static: bool = False,
+    ):
+        shape = (config.num_layers, batch, config.num_kv_heads, capacity, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.real = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        self.rotary = rotary_tables(config, capacity, torch.device(device))
+        self.capacity, self.static, self.length = capacity, static, 0
+
+    def extend(self, real: Tensor) -> tuple[Tensor, Tensor, int | None]:
+        """Claim the next slots for new inputs (``real`` [B, L]: False for padding): their slot
+        numbers [L], the attention mask of the new queries over the keys [B, 1, L, keys], and how
+        many keys attention spans (None: the whole buffer)."""
+        count = real.shape[1]
+        if self.length + count > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions; {self.length + count} asked for")
+        slots = torch.arange(self.length, self.length + count, device=real.device)
+        self.real[:, slots] = real
+        self.length += count
+        visible = None if self.static else self.length
+        keys = torch.arange(self.capacity if visible is None else visible, device=real.device)
+        allowed = self.real[:, None, : len(keys)] & (keys[None, None, :] <= slots[None, :, None])
+        allowed |= keys[None, None, :] == slots[None, :, None]  # (padding attends to itself alone)
+        return slots, allowed[:, None], visible
+
+
+class LayerCache(NamedTuple):
+    """One layer's part of a ``KVCache`` for one forward pass."""
+
+    keys: Tensor  # [B, kv_heads, capacity, head_dim], written in place
+    values: Tensor
+    slots: Tensor  # int64 [L]: where the new inputs' keys and values go
+    visible: int | None  # attention spans keys [:visible]; None: the whole buffer
+
+
 def rotary_tables(config: ModelConfig, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """cos and sin [length, head_dim] for positions 0..length-1 (halves repeated, as Llama)."""
     dim = config.head_dim
@@ -156,20 +214,32 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask=None) -> Tensor:
-        """``mask``: None (one causal sequence per row), a ``DocumentMask``, or a flex block mask."""
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask=None, cache: LayerCache | None = None
+    ) -> Tensor:
+        """``mask``: None (one causal sequence per row), a ``DocumentMask``, a flex block mask,
+        or, with ``cache``, a bool tensor over the cached keys."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if cache is not None:
+            cache.keys.index_copy_(2, cache.slots, k.to(cache.keys.dtype))
+            cache.values.index_copy_(2, cache.slots, v.to(cache.values.dtype))
+            k, v = cache.keys, cache.values
+            if cache.visible is not None:
+                k, v = k[:, :, : cache.visible], v[:, :, : cache.visible]
         gqa = self.heads != self.kv_heads
+        if gqa and q.is_cuda and isinstance(mask, Tensor | DocumentMask):
+            # (with a mask, CUDA's efficient kernel wants every head's keys)
+            k, v = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (k, v))
+            gqa = False
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif isinstance(mask, Tensor):
+            out = F.scaled_dot_product_attention(q, k, v, mask, enable_gqa=gqa)
         elif isinstance(mask, DocumentMask):
-            if gqa and q.is_cuda:  # (with a mask, CUDA's efficient kernel wants every head's keys)
-                k, v = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (k, v))
-                gqa = False
             parts = [
                 F.scaled_dot_product_attention(
                     q[:, :, a:b],
@@ -207,8 +277,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask=None) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask=None, cache: LayerCache | None = None
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -241,6 +313,8 @@ class PixelTextModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.patch_head = nn.Linear(config.hidden_size, config.patch_dim, bias=False)
+        if config.patch_stats:  # each next patch's pixel mean and standard deviation, in [0, 1]
+            self.patch_stats_head = nn.Linear(config.hidden_size, 2)
         self.apply(self._init)
 
     def _init(self, module: nn.Module) -> None:
@@ -266,10 +340,16 @@ class PixelTextModel(nn.Module):
         patches: Tensor | None = None,
         is_patch: Tensor | None = None,
         packing: Packing | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """Final hidden states [B, L, H] (after the last norm); heads are applied by the caller
-        only where there is something to predict. ``packing``: rows holding several sequences."""
+        only where there is something to predict. ``packing``: rows holding several sequences.
+
+        With ``cache``, the inputs continue the cached ones (one sequence per row): ``packing``
+        then gives their rotary positions and marks left padding (segment -1)."""
         x = self.embed(tokens, patches, is_patch)
+        if cache is not None:
+            return self._continue(x, packing, cache)
         if x.shape[1] > self.config.max_positions:
             raise ValueError(f"sequence of {x.shape[1]} positions; the model has {self.config.max_positions}")
         cos, sin = rotary_tables(self.config, x.shape[1], x.device)
@@ -284,6 +364,19 @@ class PixelTextModel(nn.Module):
                 x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, mask)
+        return self.norm(x)
+
+    def _continue(self, x: Tensor, packing: Packing | None, cache: KVCache) -> Tensor:
+        if packing is None:
+            raise ValueError("a cached forward pass needs the inputs' positions (packing)")
+        if cache.capacity > self.config.max_positions:
+            raise ValueError(
+                f"a cache of {cache.capacity} positions; the model has {self.config.max_positions}"
+            )
+        slots, mask, visible = cache.extend(packing.segments >= 0)
+        cos, sin = (t.to(x.dtype)[packing.positions][:, None] for t in cache.rotary)
+        for index, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, LayerCache(cache.keys[index], cache.values[index], slots, visible))
         return self.norm(x)
 
     def num_parameters(self, embeddings: bool = True) -> int:

@@ -14,13 +14,18 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from pixeltext_train.data import Batch
 from pixeltext_train.losses import (
+    mean_and_count,
     next_patch_loss,
+    next_patch_stats_errors,
     next_token_loss,
     per_example_loss,
     sequence_ids,
     targets,
 )
 from pixeltext_train.model import ModelConfig, PixelTextModel
+
+# each loss term and the count of predictions it averages (patch statistics: one per next patch)
+VALIDATION_TERMS = (("patch", "patch_count"), ("token", "token_count"), ("patch_stats", "patch_count"))
 
 
 def warmup_cosine(step: int, warmup_steps: int, schedule_steps: int, min_ratio: float) -> float:
@@ -93,19 +98,22 @@ class PixelTextLM(L.LightningModule):
         patch_where, token_where = targets(batch, self.hparams.bos_id)
         patch_loss, patches = next_patch_loss(hidden, self.model.patch_head, batch.patches, patch_where)
         token_loss, tokens = next_token_loss(hidden, self.model.lm_head, batch.tokens, token_where)
-        return {
+        out = {
             "loss": patch_loss + token_loss,
             "patch_loss": patch_loss,
             "token_loss": token_loss,
             "patch_count": patches,
             "token_count": tokens,
         }
+        if self.config.patch_stats:
+            stats = next_patch_stats_errors(hidden, self.model.patch_stats_head, batch.patches, patch_where)
+            out["patch_stats_loss"] = mean_and_count(stats)[0]
+            out["loss"] = out["loss"] + out["patch_stats_loss"]
+        return out
 
     def example_losses(self, batch: Batch) -> torch.Tensor:
         """[S] each sequence's loss (the influence recorder's metric for a probe example)."""
-        return per_example_loss(
-            self.hidden(batch), self.model.patch_head, self.model.lm_head, batch, self.hparams.bos_id
-        )
+        return per_example_loss(self.hidden(batch), self.model, batch, self.hparams.bos_id)
 
     @staticmethod
     def example_keys(batch: Batch) -> tuple[str, ...]:
@@ -114,38 +122,31 @@ class PixelTextLM(L.LightningModule):
     def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
         out = self.losses(batch)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=batch.tokens.shape[0])
-        for kind in ("patch", "token"):
-            if out[f"{kind}_count"]:
+        for kind, count in VALIDATION_TERMS:
+            if out[count] and f"{kind}_loss" in out:
                 self.log(f"train/{kind}_loss", out[f"{kind}_loss"], batch_size=1)
         return out["loss"]
 
     def on_validation_epoch_start(self) -> None:
-        self._val_totals = torch.zeros(4, dtype=torch.float64, device=self.device)
+        self._val_totals = torch.zeros(2 * len(VALIDATION_TERMS), dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: Batch, batch_index: int) -> None:
         out = self.losses(batch)
-        self._val_totals += torch.tensor(
-            [
-                out["patch_loss"].item() * out["patch_count"],
-                out["patch_count"],
-                out["token_loss"].item() * out["token_count"],
-                out["token_count"],
-            ],
-            dtype=torch.float64,
-            device=self.device,
-        )
+        totals = []
+        for kind, count in VALIDATION_TERMS:
+            loss = out.get(f"{kind}_loss")
+            totals += [0.0 if loss is None else loss.item() * out[count], 0 if loss is None else out[count]]
+        self._val_totals += torch.tensor(totals, dtype=torch.float64, device=self.device)
 
     def on_validation_epoch_end(self) -> None:
         """Losses averaged over every predicted position of every rank (one collective call,
         whatever each rank saw), so all ranks log the same keys and values."""
-        patch_sum, patches, token_sum, tokens = self.trainer.strategy.reduce(
-            self._val_totals, reduce_op="sum"
-        ).tolist()
-        values = {}
-        if patches:
-            values["val/patch_loss"] = patch_sum / patches
-        if tokens:
-            values["val/token_loss"] = token_sum / tokens
+        totals = self.trainer.strategy.reduce(self._val_totals, reduce_op="sum").tolist()
+        values = {
+            f"val/{kind}_loss": totals[2 * i] / totals[2 * i + 1]
+            for i, (kind, _) in enumerate(VALIDATION_TERMS)
+            if totals[2 * i + 1]
+        }
         if values:
             values["val/loss"] = sum(values.values())
             self.log_dict(values, rank_zero_only=True)  # already reduced over the ranks

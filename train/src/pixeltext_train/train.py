@@ -148,6 +148,7 @@ def trainer_for(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) ->
 
 
 INIT_MAY_DIFFER = ("attention", "activation_checkpointing")  # the same model, computed otherwise
+FRESH_HEADS = {"patch_stats": "patch_stats_head."}  # optional heads a run may add (fresh) or drop
 
 
 def initialise(module: PixelTextLM, data: ShardDataModule, path: Path) -> None:
@@ -159,7 +160,7 @@ def initialise(module: PixelTextLM, data: ShardDataModule, path: Path) -> None:
     problems = [
         f"model.{key}: {value} in the checkpoint, {mine.get(key)} here"
         for key, value in hyper["model"].items()
-        if key not in INIT_MAY_DIFFER and mine.get(key) != value
+        if key not in (*INIT_MAY_DIFFER, *FRESH_HEADS) and mine.get(key) != value
     ]
     for what in ("render", "tokenizer"):
         if data.manifest[what]["fingerprint"] != hyper[what]["fingerprint"]:
@@ -177,7 +178,21 @@ def initialise(module: PixelTextLM, data: ShardDataModule, path: Path) -> None:
             hyper.get("end_patch"),
             data.spec.end_patch,
         )
-    module.model.load_state_dict({k.removeprefix("model."): v for k, v in saved["state_dict"].items()})
+    weights = {k.removeprefix("model."): v for k, v in saved["state_dict"].items()}
+    dropped = tuple(prefix for key, prefix in FRESH_HEADS.items() if not mine.get(key))
+    loaded = module.model.load_state_dict(
+        {k: v for k, v in weights.items() if not k.startswith(dropped)}, strict=False
+    )
+    if loaded.missing_keys:
+        if not all(key.startswith(tuple(FRESH_HEADS.values())) for key in loaded.missing_keys):
+            raise ValueError(f"cannot start from {path}: it lacks {', '.join(loaded.missing_keys)}")
+        log.info(
+            "%s has no %s: it starts fresh",
+            path,
+            ", ".join(sorted({k.split(".")[0] for k in loaded.missing_keys})),
+        )
+    if loaded.unexpected_keys:
+        raise ValueError(f"cannot start from {path}: this model has no {', '.join(loaded.unexpected_keys)}")
     log.info("starting from the weights of %s", path)
 
 
