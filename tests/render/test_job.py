@@ -27,6 +27,7 @@ from PIL import Image
 
 from pixeltext_render import RenderConfig, Renderer
 from pixeltext_render import pipeline as render_pipeline
+from pixeltext_render.cli import main as cli_main
 from pixeltext_render.corpora import default_corpus
 from pixeltext_render.pipeline import (
     RenderJob,
@@ -40,7 +41,14 @@ from pixeltext_render.pipeline import (
 from pixeltext_render.planning import read_plan
 from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
 from pixeltext_render.shards import JobConflict, read_manifest, read_rejections, read_shard_index, tar_bytes
-from pixeltext_render.sources import MatchCorpus, ParseFile, ReadOptions, file_parts, resolve_pattern
+from pixeltext_render.sources import (
+    CorpusChanged,
+    MatchCorpus,
+    ParseFile,
+    ReadOptions,
+    file_parts,
+    resolve_pattern,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -182,6 +190,111 @@ def test_a_plan_that_names_a_file_outside_the_corpus_is_refused(tmp_path, corpus
     with pytest.raises(ValueError, match="no corpus pattern of this job matches"):
         run(job(corpus, out, shard_samples=10), workers=1, progress=False)
     assert not list(out.glob("shard-*.tar"))
+
+
+def _five_documents(folder: Path, wiki) -> Path:
+    path = folder / "docs.jsonl"
+    path.write_text("".join(json.dumps(a) + "\n" for a in wiki[:5]), encoding="utf-8")
+    return path
+
+
+def _truncated(path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[:2]), encoding="utf-8")
+
+
+def _appended(path: Path) -> None:
+    first = path.read_text(encoding="utf-8").splitlines(keepends=True)[0]
+    with path.open("a", encoding="utf-8") as stream:
+        stream.write(first)  # a duplicate id the plan never saw
+
+
+def _replaced_keeping_size_and_time(path: Path) -> None:
+    """Other documents of the same size, the modification time put back: only the part's
+    digest can tell."""
+    stat = path.stat()
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join([lines[0]] * len(lines)), encoding="utf-8")
+    with path.open("r+b") as stream:
+        stream.truncate(stat.st_size)
+        stream.seek(0, os.SEEK_END)
+        stream.write(b" " * (stat.st_size - stream.tell()))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+
+@pytest.mark.parametrize("change", [_truncated, _appended, _replaced_keeping_size_and_time])
+def test_a_corpus_file_that_changes_after_the_plan_stops_the_job(tmp_path, wiki, change, monkeypatch):
+    """Between the passes of one run, and between a killed run and its rerun: the second pass
+    never renders bytes the plan did not survey, and says which file changed."""
+    corpus_file = _five_documents(tmp_path, wiki)
+    request = RenderJob((str(corpus_file),), str(tmp_path / "out"), shard_samples=2)
+    planned = render_pipeline.read_plan
+
+    def edit_after_planning(out):
+        change(corpus_file)
+        return planned(out)
+
+    monkeypatch.setattr(render_pipeline, "read_plan", edit_after_planning)
+    with pytest.raises(CorpusChanged, match=r"docs\.jsonl changed after the job planned it"):
+        run(request, workers=1, progress=False)
+    assert not list((tmp_path / "out").glob("shard-*.tar"))
+    monkeypatch.setattr(render_pipeline, "read_plan", planned)
+    with pytest.raises(CorpusChanged, match=r"docs\.jsonl"):  # the rerun, with the plan of before
+        run(request, workers=1, progress=False)
+
+
+def test_shards_written_before_a_change_is_seen_are_dropped(tmp_path, wiki, monkeypatch):
+    """A change the size and time do not show is seen at the part's end, after some of its
+    shards were written: they go, so that a rerun on the restored file renders them again."""
+    corpus_file = _five_documents(tmp_path, wiki)
+    original = corpus_file.read_bytes()
+    out = tmp_path / "out"
+    request = RenderJob((str(corpus_file),), str(out), shard_samples=2)
+    planned = render_pipeline.read_plan
+
+    def edit_after_planning(folder):
+        _replaced_keeping_size_and_time(corpus_file)
+        return planned(folder)
+
+    monkeypatch.setattr(render_pipeline, "read_plan", edit_after_planning)
+    with pytest.raises(CorpusChanged):
+        run(request, workers=1, progress=False)
+    assert not list(out.glob("shard-*.tar")) and not list(out.glob(".parts/shard-*.json"))
+    monkeypatch.setattr(render_pipeline, "read_plan", planned)
+    stat = corpus_file.stat()
+    corpus_file.write_bytes(original)
+    os.utime(corpus_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    manifest = run(request, workers=1, progress=False)
+    assert manifest["totals"]["documents"] == 5 and manifest["totals"]["rejected"] == 0
+
+
+@pytest.mark.parametrize("out_name", ["out", "sub/out", ".hidden"])
+def test_an_out_inside_the_corpus_folder_is_refused_before_anything_is_written(tmp_path, wiki, out_name):
+    corpus_folder = tmp_path / "corpus"
+    corpus_folder.mkdir()
+    _five_documents(corpus_folder, wiki)
+    out = corpus_folder / out_name
+    for corpus, read in ((str(corpus_folder), ReadOptions()), (f"{corpus_folder}/**", ReadOptions("text"))):
+        with pytest.raises(ValueError, match="inside the corpus"):
+            run(RenderJob((corpus,), str(out), read), workers=1, progress=False)
+        assert not out.exists()
+    # a pattern that cannot reach OUT's files is fine
+    manifest = run(RenderJob((f"{corpus_folder}/*.jsonl",), str(out)), workers=1, progress=False)
+    assert manifest["totals"]["documents"] == 5 and manifest["totals"]["rejected"] == 0
+
+
+def test_a_rerun_redoes_a_shard_that_is_not_what_its_record_says(tmp_path, corpus):
+    out = tmp_path / "out"
+    run(job(corpus, out, shard_samples=10), workers=1, progress=False)
+    whole = folder_bytes(out)
+    truncated, flipped = out / "shard-000000.tar", out / "shard-000001.tar"
+    truncated.write_bytes(truncated.read_bytes()[:20_000])
+    damaged = bytearray(flipped.read_bytes())
+    damaged[len(damaged) // 2] ^= 1  # the same size, other bytes
+    flipped.write_bytes(bytes(damaged))
+    run(job(corpus, out, shard_samples=10), workers=1, progress=False)
+    assert folder_bytes(out) == whole
 
 
 def test_a_different_job_into_the_same_folder_is_refused(shards, corpus):
@@ -429,3 +542,26 @@ def test_make_render_with_no_corpus_renders_the_default_one(tmp_path):
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("rendered 106 documents into") and "0 rejected" in summary
     assert read_manifest(str(out))["totals"]["documents"] == 106
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "complaint"),
+    [
+        ("--workers", "-1", "argument --workers: must be at least 0, got -1"),
+        ("--max-chars", "0", "argument --max-chars: must be at least 1, got 0"),
+        ("--shard-samples", "many", "argument --shard-samples: 'many' is not a whole number"),
+    ],
+)
+def test_an_out_of_range_number_is_refused_before_anything_is_written(
+    tmp_path, corpus, capsys, option, value, complaint
+):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["run", "--corpus", f"{corpus}/*", "--out", str(out), option, value, "--quiet"])
+    assert stopped.value.code == 2 and complaint in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="max_chars is 0"):
+        ReadOptions(max_chars=0)
+    with pytest.raises(ValueError, match="workers is -1"):
+        run(RenderJob((f"{corpus}/*",), str(out)), workers=-1, progress=False)
+    assert not out.exists()

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -97,6 +98,21 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least`` (refused before anything runs)."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return whole
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixeltext-render", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", default="sentencepiece", help="bytes | sentencepiece[:PATH] | hf:PATH"
     )
     preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--patches-per-row", type=int, default=64, help="wrap the picture every N patches")
-    preview.add_argument("--scale", type=int, default=3, help="enlarge pixels this many times")
+    preview.add_argument(
+        "--patches-per-row", type=at_least(1), default=64, help="wrap the picture every N patches"
+    )
+    preview.add_argument("--scale", type=at_least(1), default=3, help="enlarge pixels this many times")
     preview.set_defaults(run=_preview)
 
     job = commands.add_parser(
@@ -137,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--id-field", default="id", help="field with a document id, used as its key when present"
     )
     job.add_argument("--lines", action="store_true", help="plain text: one document per line, not per file")
-    job.add_argument("--max-chars", type=int, default=5_000_000, help="reject longer documents")
-    job.add_argument("--shard-samples", type=int, default=1000, help="about this many strips per shard")
+    job.add_argument("--max-chars", type=at_least(1), default=5_000_000, help="reject longer documents")
+    job.add_argument(
+        "--shard-samples", type=at_least(1), default=1000, help="about this many strips per shard"
+    )
     job.add_argument(
         "--workers",
-        type=int,
+        type=at_least(0),
         default=0,
         help="local worker processes, DirectRunner or DaskRunner (default: cores); on a cluster, "
         "the workers to spread the work over (default: a Dask cluster's threads, else 1000)",
@@ -184,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     from pixeltext_render.dask_cluster import DaskUnavailable
     from pixeltext_render.fonts import FontError
     from pixeltext_render.shards import JobConflict
+    from pixeltext_render.sources import CorpusChanged
 
+    refused = (AssetError, CorpusChanged, DaskUnavailable, FontError, JobConflict, OSError, ValueError)
     try:
         return args.run(args, unknown) if passes_unknown else args.run(args)
-    except (AssetError, DaskUnavailable, FontError, JobConflict, FileNotFoundError, ValueError) as error:
+    except refused as error:
         print(f"pixeltext-render {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 import threading
 import time
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -50,9 +52,11 @@ from pixeltext_render.renderer import RenderedDocument, Renderer
 from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, sample_key, shard_name
 from pixeltext_render.shards import (
     BLOCK_SHARDS,
+    OUTPUT_NAMES,
     ShardPart,
     add_totals,
     claim,
+    discard_shards,
     finished_part,
     plan_path,
     read_manifest,
@@ -62,6 +66,7 @@ from pixeltext_render.shards import (
     write_summary,
 )
 from pixeltext_render.sources import (
+    CorpusChanged,
     Document,
     ParseFile,
     ReadOptions,
@@ -153,18 +158,24 @@ class RenderChunk(beam.DoFn):
         strips_before = 0  # estimated, of the chunk's documents so far
         to_read = () if all(done.values()) else chunk.parts  # (nothing left to write: not read)
         for file_part in to_read:
-            for record in parse.process(file_part):
-                if isinstance(record, Document):
-                    target = chunk.first + _shard_within(strips_before, chunk)
-                    strips_before += estimated_strips(len(record.text), self.job.config)
-                    while shard.index < target:
-                        yield self._finish(shard)
-                        shard = _ShardInProgress(shard.index + 1, done[shard.index + 1])
-                    if shard.done is None:
-                        duplicate = (file_part.file.path, record.position) in chunk.duplicates
-                        self._add(record, shard, duplicate)
-                elif shard.done is None:
-                    shard.part.rejected.append(asdict(record))
+            written = []  # shards finished while this part is read: dropped if it changed
+            try:
+                for record in parse.process(file_part):
+                    if isinstance(record, Document):
+                        target = chunk.first + _shard_within(strips_before, chunk)
+                        strips_before += estimated_strips(len(record.text), self.job.config)
+                        while shard.index < target:
+                            written.append(shard.index)
+                            yield self._finish(shard)
+                            shard = _ShardInProgress(shard.index + 1, done[shard.index + 1])
+                        if shard.done is None:
+                            duplicate = (file_part.file.path, record.position) in chunk.duplicates
+                            self._add(record, shard, duplicate)
+                    elif shard.done is None:
+                        shard.part.rejected.append(asdict(record))
+            except CorpusChanged:
+                discard_shards(self.job.out, [index for index in written if done[index] is None])
+                raise
         yield self._finish(shard)
         for index in range(shard.index + 1, indices.stop):
             yield self._finish(_ShardInProgress(index, done[index]))
@@ -351,9 +362,12 @@ def run(
     ``workers`` is also what the work is spread for: file groups in the first pass, chunk
     groups in the second. Default: the cores here, a running Dask cluster's worker threads, or
     ``CLUSTER_WORKERS`` on other runners (whose size the launcher cannot see)."""
+    if workers < 0:
+        raise ValueError(f"workers is {workers}: give 0 (the default) or a positive number")
     # fails early on missing fonts or tokenizer; a worker in this process (local, one worker) reuses it
     renderer = process_renderer(job.config, job.tokenizer)
     patterns = [resolve_pattern(p) for p in job.corpus]  # one matching nothing fails before OUT is touched
+    refuse_output_in_corpus(patterns, job.out)
     runner = RUNNER_NAMES.get(runner, runner)
     beam_args = list(beam_args)
     local_workers = workers or os.cpu_count() or 1
@@ -384,6 +398,25 @@ def run(
             lambda pipeline: build(pipeline, job, patterns, plan, workers, header, progress_folder),
         )
     return read_manifest(job.out)
+
+
+def refuse_output_in_corpus(patterns: list[str], out: str) -> None:
+    """Refuse an OUT whose files a corpus pattern matches: the job would read its own output
+    (a manifest as a document, shards as rejections) on a rerun or in its second pass."""
+
+    def absolute(path: str) -> str:
+        return path if "://" in path else os.path.abspath(path)
+
+    written = [FileSystems.join(absolute(out), *name.split("/")) for name in OUTPUT_NAMES]
+    for pattern in patterns:
+        matches = re.compile(FileSystem.translate_pattern(absolute(pattern))).match
+        read_back = next((path for path in written if matches(path)), None)
+        if read_back:
+            raise ValueError(
+                f"--out {out} is inside the corpus: {pattern!r} matches the job's own output "
+                f"({read_back}). Put --out outside the corpus folder, or name the corpus files "
+                "with a narrower pattern"
+            )
 
 
 def _run_pipeline(options: PipelineOptions, stack: ExitStack, construct) -> None:

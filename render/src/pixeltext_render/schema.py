@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 from zlib_ng import zlib_ng
 
-from pixeltext_render.config import RenderConfig
+from pixeltext_render.config import RenderConfig, fingerprint
 from pixeltext_render.renderer import Strip
 
 PNG, TOKENS, ALIGN, TEXT, META = "png", "tokens.npy", "align.npy", "txt", "json"
@@ -273,7 +273,12 @@ def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
         RenderConfig.from_dict(field("render.config", (dict,)))
     except (TypeError, ValueError) as error:
         raise ManifestError(f"{where}: render.config is not a render config: {error}") from None
-    field("render.fingerprint", (str,))
+    recorded = field("render.fingerprint", (str,))
+    if fingerprint({k: v for k, v in manifest["render"].items() if k != "fingerprint"}) != recorded:
+        raise ManifestError(
+            f"{where}: render.fingerprint is not that of the render description beside it (edited by "
+            "hand?); render the corpus again rather than editing a manifest"
+        )
     field("tokenizer.spec", (str,))
     field("tokenizer.fingerprint", (str,))
     vocabulary = field("tokenizer.vocab_size", (int,))

@@ -20,6 +20,7 @@ Files are written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -40,6 +41,16 @@ REJECTED = "rejected"
 INDEX = "shards.jsonl"
 TEMPORARY = ".tmp-"
 BLOCK_SHARDS = 1000  # shards per index block and rejection part
+# A file of each kind the job writes into OUT (relative, "/"-separated)
+OUTPUT_NAMES = (
+    JOB_FILE,
+    MANIFEST,
+    INDEX,
+    shard_name(0),
+    f"{PARTS}/plan.json",
+    f"{PARTS}/{shard_name(0)}.json",
+    f"{REJECTED}/000000.jsonl",
+)
 TOTALS = ("documents", "samples", "characters", "tokens", "missing_glyphs", "changed_chars", "bytes")
 
 
@@ -116,11 +127,19 @@ def part_path(out: str, index: int) -> str:
 
 
 def finished_part(out: str, index: int) -> ShardPart | None:
-    """The part of a shard a previous run finished (both files present), if any."""
+    """The part of a shard a previous run finished, if the shard is still what its part
+    records: its size, and on a local disk its sha256 (elsewhere the reader checks that as it
+    streams the shard). A shard that is not is rendered again."""
     part, shard = part_path(out, index), join(out, shard_name(index))
-    if FileSystems.exists(part) and FileSystems.exists(shard):
-        return ShardPart.from_json(read_bytes(part))
-    return None
+    if not FileSystems.exists(part):
+        return None
+    found = FileSystems.match([glob.escape(shard)], limits=[1])[0].metadata_list
+    record = ShardPart.from_json(read_bytes(part))
+    if not found or found[0].size_in_bytes != record.bytes:
+        return None
+    if "://" not in shard and hashlib.sha256(read_bytes(shard)).hexdigest() != record.sha256:
+        return None
+    return record
 
 
 def write_shard(out: str, part: ShardPart, data: bytes) -> ShardPart:
@@ -129,6 +148,14 @@ def write_shard(out: str, part: ShardPart, data: bytes) -> ShardPart:
     write_atomically(part_path(out, part.index), part.to_json())
     write_atomically(join(out, part.name), data)
     return part
+
+
+def discard_shards(out: str, indices: list[int]) -> None:
+    """Remove shards and their parts (a rerun renders them again)."""
+    paths = [path for i in indices for path in (join(out, shard_name(i)), part_path(out, i))]
+    present = [path for path in paths if FileSystems.exists(path)]
+    if present:
+        FileSystems.delete(present)
 
 
 def claim(out: str, job: dict[str, Any]) -> None:

@@ -8,6 +8,12 @@ file is cut by row group; any other file is one part), and hashes every document
 that duplicate ids can be found without moving text. The second pass reads each part again
 (``ParseFile``), where it is rendered. Every bad record or file becomes a ``Rejection`` in
 the same stream as the documents: no tagged outputs, which some runners do not separate.
+
+The plan names what the first pass saw: each file's size and modification time, and a digest
+of each part's documents. The second pass reads a part only if its file still has that size
+and time, and stops the job (``CorpusChanged``) when the part's documents do not give the same
+digest: a file edited between the passes, or between a killed run and its rerun, is never
+rendered as it is now under the plan made of it before.
 """
 
 from __future__ import annotations
@@ -60,6 +66,10 @@ class Rejection:
     reason: str
 
 
+class CorpusChanged(RuntimeError):
+    """A corpus file is not what the job's first pass planned: it changed since."""
+
+
 class Invalid(NamedTuple):
     """What a reader yields instead of text for a record it cannot use."""
 
@@ -71,6 +81,7 @@ class CorpusFile:
     path: str  # as the filesystem names it
     name: str  # relative to the corpus folder, printable (a name that is not UTF-8 is escaped)
     size: int  # bytes, as stored
+    modified: float = 0.0  # seconds since the epoch, as the filesystem said (0: it did not say)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class FilePart:
     first_row: int = 0  # rows (or lines) of the file before this part
     start: int = 0  # line-based files: the byte (decompressed) the part's first line starts at
     end: int | None = None  # the byte after the part's last line; None: the end of the file
+    digest: str = ""  # of the part's documents, as the first pass read them ("": not surveyed)
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,14 @@ class ReadOptions:
     lines: bool = False  # plain text: one document per line instead of per file
     max_chars: int = 5_000_000  # longer documents are rejected
     max_control_fraction: float = 0.1  # more control characters than this: binary, rejected
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 1:
+            raise ValueError(
+                f"max_chars is {self.max_chars}: it must be at least 1 (every document would be rejected)"
+            )
+        if not 0 <= self.max_control_fraction <= 1:
+            raise ValueError(f"max_control_fraction is {self.max_control_fraction}: it must be in [0, 1]")
 
     @property
     def max_bytes(self) -> int:
@@ -219,16 +239,22 @@ class MatchCorpus(beam.PTransform):
             | "Match" >> fileio.MatchAll()
             # (a name that is not UTF-8 holds surrogates, which Beam's string coder refuses)
             | "Path"
-            >> beam.Map(lambda found: (found.path.encode("utf-8", "surrogateescape"), found.size_in_bytes))
+            >> beam.Map(
+                lambda found: (
+                    found.path.encode("utf-8", "surrogateescape"),
+                    found.size_in_bytes,
+                    found.last_updated_in_seconds,
+                )
+            )
             | "Once" >> beam.Distinct()
-            | "File" >> beam.MapTuple(lambda path, size: _corpus_file(path, size, folder))
+            | "File" >> beam.MapTuple(lambda path, size, modified: _corpus_file(path, size, modified, folder))
         )
 
 
-def _corpus_file(encoded_path: bytes, size: int, folder: str) -> CorpusFile:
+def _corpus_file(encoded_path: bytes, size: int, modified: float, folder: str) -> CorpusFile:
     path = encoded_path.decode("utf-8", "surrogateescape")
     name = path[len(folder) :] if path.startswith(folder) else path
-    return CorpusFile(path, printable(name.lstrip("/") or path), size)
+    return CorpusFile(path, printable(name.lstrip("/") or path), size, modified or 0.0)
 
 
 def line_based(name: str, options: ReadOptions) -> bool:
@@ -256,6 +282,42 @@ def file_parts(corpus_file: CorpusFile, options: ReadOptions) -> Iterator[FilePa
     yield FilePart(corpus_file)
 
 
+class DocumentsDigest:
+    """A digest of a sequence of documents (key, position, text): what a part must hold again
+    when the second pass reads it."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.blake2b(digest_size=16)
+
+    def add(self, document: Document) -> None:
+        for field_ in (document.key.encode(), str(document.position).encode(), document.text.encode()):
+            self._hash.update(len(field_).to_bytes(8, "little"))
+            self._hash.update(field_)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def check_unchanged(corpus_file: CorpusFile) -> None:
+    """Stop (``CorpusChanged``) unless the file has the size and modification time the plan
+    recorded (a time of 0: the filesystem did not give one, only the size is compared)."""
+    found = FileSystems.match([glob.escape(corpus_file.path)], limits=[1])[
+        0
+    ].metadata_list  # (a name, not a pattern)
+    now = (found[0].size_in_bytes, found[0].last_updated_in_seconds or 0.0) if found else None
+    if now is None or now[0] != corpus_file.size or (corpus_file.modified and now[1] != corpus_file.modified):
+        what = "is gone" if now is None else f"is {now[0]} bytes, modified at {now[1]:.0f}"
+        raise CorpusChanged(
+            f"{corpus_file.name} changed after the job planned it ({corpus_file.size} bytes, modified at "
+            f"{corpus_file.modified:.0f}; now it {what}). {CHANGED_ADVICE}"
+        )
+
+
+CHANGED_ADVICE = (
+    "Nothing of it is rendered: restore the file, or render the corpus as it is now into a new --out"
+)
+
+
 def key_digest(key: str) -> bytes:
     """96 bits: two different keys share one with a chance of about 10^-12 in 400 M keys."""
     return hashlib.blake2b(key.encode(), digest_size=12).digest()
@@ -278,21 +340,24 @@ class SurveyFile(beam.DoFn):
         cuttable = line_based(corpus_file.name, self.options)
         least_bytes = SPLIT_BYTES if compression_suffix(corpus_file.name) else 0
         for whole in file_parts(corpus_file, self.options):
-            part, strips, keys = whole, 0, []
+            part, strips, keys, digest = whole, 0, [], DocumentsDigest()
             for offset, record in parse.located(whole):
                 if not isinstance(record, Document):
                     continue
                 cost = self.estimate(record.text)
                 full = strips and strips + cost > self.part_strips and offset - part.start >= least_bytes
                 if cuttable and full:
-                    yield from _surveyed(replace(part, end=offset), strips, keys)
+                    yield from _surveyed(replace(part, end=offset), strips, keys, digest)
                     part, strips, keys = FilePart(corpus_file, None, record.position - 1, offset), 0, []
+                    digest = DocumentsDigest()
                 strips += cost
                 keys.append((key_digest(record.key), record.position))
-            yield from _surveyed(part, strips, keys)
+                digest.add(record)
+            yield from _surveyed(part, strips, keys, digest)
 
 
-def _surveyed(part: FilePart, strips: int, keys: list[tuple[bytes, int]]):
+def _surveyed(part: FilePart, strips: int, keys: list[tuple[bytes, int]], digest: DocumentsDigest):
+    part = replace(part, digest=digest.hexdigest())
     yield LAYOUT, PartSurvey(part, strips)
     buckets: dict[int, list[tuple[bytes, int]]] = {}
     for digest, position in keys:
@@ -320,8 +385,21 @@ class ParseFile:
         self.options = options
 
     def process(self, part: FilePart) -> Iterator[Document | Rejection]:
+        """The part's records; a part the first pass surveyed is checked to be what it was:
+        its file's size and time before anything is read, its documents' digest at its end
+        (``CorpusChanged``: the caller must drop what it made of the part)."""
+        if part.digest:
+            check_unchanged(part.file)
+        digest = DocumentsDigest()
         for _, record in self.located(part):
+            if isinstance(record, Document):
+                digest.add(record)
             yield record
+        if part.digest and digest.hexdigest() != part.digest:
+            raise CorpusChanged(
+                f"{part.file.name} changed after the job planned it: the documents read from rows "
+                f"{part.first_row + 1} on are not those the first pass read. {CHANGED_ADVICE}"
+            )
 
     def located(self, part: FilePart) -> Iterator[tuple[int, Document | Rejection]]:
         """Each record with the byte (decompressed) its line starts at in a line-based file
