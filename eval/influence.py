@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pixeltext_train.checkpoints import load_plain
+from pixeltext_train.cli import check_finite, reported
 from pixeltext_train.evaluate.backbone import load_backbone
 from pixeltext_train.evaluate.tasks import load_task
 from pixeltext_train.influence.baselines import Simfluence, tracin_changes, tracin_scale
@@ -107,7 +108,9 @@ def main_stage(cfg: DictConfig) -> None:
 
 @hydra.main(config_path="../conf", config_name="influence", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    main_stage(cfg)
+    with reported("influence"):
+        check_finite(cfg)
+        main_stage(cfg)
 
 
 if __name__ == "__main__":

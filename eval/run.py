@@ -19,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from pixeltext_train.cli import check_finite, reported
 from pixeltext_train.evaluate.backbone import load_backbone
 from pixeltext_train.evaluate.cloze import cloze, lambada_passages, plot_passages
 from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune
@@ -30,7 +31,12 @@ from pixeltext_train.evaluate.tasks import load_task
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with reported("eval"):
+        check_finite(cfg)
+        evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     allow = cfg.allow_render_difference or (
         cfg.modality == "text" and cfg.task not in ("reconstruct", "intrinsic", "cloze")
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -132,7 +133,8 @@ def tiny_checkpoint(make_config, tmp_path_factory) -> Path:
 
 
 def rewrite_tar(path: Path, edit: Callable[[str, str, bytes], bytes]) -> None:
-    """Rewrite a shard, each member's bytes replaced by ``edit(key, extension, data)``."""
+    """Rewrite a shard, each member's bytes replaced by ``edit(key, extension, data)``, and its
+    folder's index and manifest to match (as a job that wrote those samples would have)."""
     with tarfile.open(path) as archive:
         members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as archive:
@@ -141,6 +143,19 @@ def rewrite_tar(path: Path, edit: Callable[[str, str, bytes], bytes]) -> None:
             data = edit(key, extension, data)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
+    index_path, manifest_path = path.parent / "shards.jsonl", path.parent / "manifest.json"
+    records = [json.loads(line) for line in index_path.read_text().splitlines()]
+    for record in records:
+        if record["name"] == path.name:
+            record["bytes"], record["sha256"] = (
+                path.stat().st_size,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+            )
+    index = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode()
+    index_path.write_bytes(index)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["index"]["sha256"] = hashlib.sha256(index).hexdigest()
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -204,5 +219,6 @@ def every_sample(shards: Path, regimen=(1, 0, 0), max_positions: int = 64, **opt
         training=False,
         val_fraction=1.0,
         vocab_size=data.vocab_size,
+        records=data.records,
         **options,
     )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -168,6 +170,12 @@ def test_a_folder_that_is_not_such_a_checkpoint_is_refused_and_nothing_is_writte
         ),
         "no weights": lambda f: (f / "model.safetensors").unlink(),
         "no tokenizer.model": lambda f: (f / "tokenizer.model").unlink(),
+        "not a safetensors file": lambda f: (f / "model.safetensors").write_bytes(b"not safetensors at all"),
+        "model.safetensors is not a safetensors": lambda f: (f / "model.safetensors").write_bytes(
+            (10**12).to_bytes(8, "little") + b"{}"  # a header that claims a terabyte
+        ),
+        "num_heads=0": lambda f: _edit_config(f, num_attention_heads=0),
+        "not JSON a converter can read": lambda f: (f / "config.json").write_text("[" * 100_000),
     }
     for expected, damage in cases.items():
         folder = tmp_path / expected.replace(" ", "-")
@@ -185,6 +193,32 @@ def test_a_folder_that_is_not_such_a_checkpoint_is_refused_and_nothing_is_writte
     with pytest.raises(ConversionError, match="pieces"):
         convert(tmp_path / "vocab", out)
     assert not (tmp_path / "out").exists()
+
+
+def _edit_config(folder, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def test_the_converter_command_says_what_is_wrong_in_a_sentence(tmp_path):
+    official_folder(tmp_path / "official")
+    _edit_config(tmp_path / "official", num_attention_heads=0)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixeltext_train.convert",
+            str(tmp_path / "official"),
+            str(tmp_path / "out.ckpt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        done.returncode == 1 and done.stderr.startswith("cannot convert: ") and "Traceback" not in done.stderr
+    )
+    assert not (tmp_path / "out.ckpt").exists()
 
 
 def test_pre_training_continues_from_a_converted_checkpoint(tmp_path, articles, make_config):

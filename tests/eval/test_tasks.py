@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -296,6 +297,60 @@ def test_unusable_rows_are_skipped_and_counted_by_reason(tmp_path):
         reason: 2 * count for reason, count in per_file.items()
     }  # train + validation
     assert task.skipped == 2 * sum(per_file.values())
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "parquet"])
+def test_a_header_that_names_a_column_twice_is_refused_naming_it(tmp_path, kind):
+    path = tmp_path / f"twice.{kind}"
+    if kind == "parquet":
+        pq.write_table(
+            pa.table([["pos", "neg"], ["fine", "dull"], ["x", "y"]], ["label", "text", "text"]), path
+        )
+    else:
+        separator = "\t" if kind == "tsv" else ","
+        path.write_text(
+            separator.join(["label", "text", "text"]) + "\n" + separator.join(["pos", "fine", "x"]) + "\n"
+        )
+    with pytest.raises(TaskError, match=rf"twice\.{kind} names the column 'text' more than once"):
+        custom(str(path), str(path), "text", "label")
+
+
+def test_rows_whose_cells_are_lists_objects_repeated_keys_or_not_utf8_are_skipped_and_counted(tmp_path):
+    good = [{"t": "good one", "y": "pos"}, {"t": "good two", "y": "neg"}]
+    bad = [
+        '{"t": "a list label", "y": ["neg"]}',
+        '{"t": "an object label", "y": {"class": "neg"}}',
+        '{"t": ["a", "list"], "y": "pos"}',
+        '{"t": "first", "t": "second", "y": "pos"}',
+    ]
+    lines = [json.dumps(row).encode() for row in good] + [line.encode() for line in bad]
+    lines.append('{"t": "caf\u00e9", "y": "pos"}'.encode("latin-1"))  # é as one Latin-1 byte
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    task = custom(str(path), str(path), "t", "y")
+    assert [(e.text, task.labels[e.label]) for e in task.train] == [("good one", "pos"), ("good two", "neg")]
+    assert task.skip_reasons == {
+        reason: 2 * count  # train + validation
+        for reason, count in {
+            "y is a list, not a value": 1,
+            "y is an object, not a value": 1,
+            "t is a list, not a value": 1,
+            "the key 't' given twice": 1,
+            "not valid UTF-8": 1,
+        }.items()
+    }
+    table = tmp_path / "rows.csv"
+    table.write_bytes(b"t,y\ngood one,pos\ngood two,neg\n" + "café,pos\n".encode("latin-1"))
+    assert custom(str(table), str(table), "t", "y").skip_reasons == {"not valid UTF-8": 2}
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_a_file_that_is_not_a_table_of_text_is_an_error_naming_it(tmp_path, kind):
+    spreadsheet = tmp_path / f"book.{kind}"  # a zip (as an XLSX file is) renamed
+    with zipfile.ZipFile(spreadsheet, "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(TaskError, match=rf"book\.{kind} is not a (text|Parquet) file"):
+        custom(str(spreadsheet), str(spreadsheet), "text", "label")
 
 
 def test_tsv_cells_are_read_without_quoting_and_misaligned_rows_are_skipped(tmp_path):

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from pixeltext_train.checkpoints import load_plain
+from pixeltext_train.cli import PREEMPTED
 from pixeltext_train.data import ShardDataModule
+from pixeltext_train.evaluate.finetune import FinetuneOptions
 from pixeltext_train.influence.record import read_recording
 from pixeltext_train.resume import ResumeError
 from pixeltext_train.train import build, train
@@ -227,6 +234,18 @@ def test_the_schedule_is_a_function_of_schedule_steps_alone(make_config):
         build(make_config("optimizer.schedule_steps=40", "optimizer.warmup_steps=41"))
 
 
+def test_the_default_warm_up_follows_the_length_of_the_run(make_config):
+    def warmup(*overrides: str) -> int:
+        return build(make_config("optimizer.warmup_steps=null", *overrides))[1].warmup
+
+    assert warmup("trainer.max_steps=100") == 2 and warmup("trainer.max_steps=50000") == 1000  # one override
+    assert warmup("trainer.max_steps=100", "optimizer.warmup_ratio=0.1") == 10
+    assert warmup("trainer.max_steps=100", "optimizer.warmup_steps=7") == 7  # an explicit one wins
+    with pytest.raises(ValueError, match=r"optimizer\.warmup_steps must be in \[0, 100\]"):
+        warmup("trainer.max_steps=100", "optimizer.warmup_steps=200")  # longer than the schedule
+    assert FinetuneOptions(max_steps=40).warmup == 2 and FinetuneOptions(max_steps=4000).warmup == 200
+
+
 def test_resume_true_continues_only_a_compatible_run_of_the_same_name(make_config, tmp_path):
     runs = tmp_path / "outputs"
     train(make_config("experiment=pixel", "trainer.max_steps=2", "optimizer.schedule_steps=4"), runs / "a")
@@ -269,3 +288,80 @@ def test_a_checkpoint_of_other_shards_or_settings_is_refused(make_config, multil
             ),
             tmp_path / "d",
         )
+
+
+def test_sigterm_finishes_the_step_writes_a_checkpoint_exits_143_and_resumes_exactly(
+    make_config, tiny_overrides, tmp_path
+):
+    common = ["experiment=pixel_text", "trainer.accumulate_grad_batches=2", "optimizer.schedule_steps=400"]
+    run_dir = tmp_path / "preempted"
+    command = [sys.executable, "train/run.py", *tiny_overrides, *common, "trainer.max_steps=400"]
+    process = subprocess.Popen(
+        [*command, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while len(metrics(run_dir) if (run_dir / "metrics.csv").is_file() else []) < 3:  # a few steps in
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, errors = process.communicate(timeout=240)
+    assert process.returncode == PREEMPTED, errors[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert "SIGTERM" in errors and str(last) in errors
+    state = load_plain(last)
+    steps = state["global_step"]
+    assert 0 < steps < 400 and state["ShardDataModule"]["ranks"][0]["consumed"] == 2 * steps  # whole steps
+    train(make_config(*common, f"trainer.max_steps={steps + 2}", f"ckpt_path={last}"), tmp_path / "resumed")
+    train(make_config(*common, f"trainer.max_steps={steps + 2}"), tmp_path / "whole")
+    resumed, whole = column(tmp_path / "resumed", "train/loss"), column(tmp_path / "whole", "train/loss")
+    assert all(close(resumed[step], whole[step]) for step in (steps, steps + 1))
+
+
+def test_resume_true_falls_back_past_damaged_checkpoints_naming_them(make_config, tmp_path, caplog):
+    common = ["experiment=pixel_text", "optimizer.schedule_steps=8", "checkpoint_every=2"]
+    train(make_config(*common, "trainer.max_steps=8"), tmp_path / "whole")
+    runs = tmp_path / "runs"
+    train(make_config(*common, "trainer.max_steps=6"), runs / "first")
+    folder = runs / "first" / "checkpoints"
+    (folder / "last.ckpt").write_bytes((folder / "last.ckpt").read_bytes()[:5000])  # cut by a full disk
+    (folder / "step=000006.ckpt").write_bytes(b"")
+    caplog.set_level(logging.WARNING, logger="pixeltext_train.resume")
+    train(make_config(*common, "trainer.max_steps=8", "resume=true"), runs / "second")
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 2 and any("last.ckpt" in m and "not a PyTorch file" in m for m in skipped)
+    assert any("step=000006.ckpt" in m and "empty" in m for m in skipped)
+    resumed, whole = column(runs / "second", "train/loss"), column(tmp_path / "whole", "train/loss")
+    assert sorted(resumed) == list(range(8))  # steps 0-3 from the first run's log, 4-7 redone from step 4
+    assert all(close(resumed[step], whole[step]) for step in range(8))
+
+
+def test_a_checkpoint_is_written_beside_itself_and_renamed(make_config, tmp_path, monkeypatch):
+    written = []
+    save = torch.save
+
+    def recording(obj, file, *args, **kwargs):
+        written.append(Path(file.name))
+        return save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", recording)
+    common = ["experiment=pixel_text", "optimizer.schedule_steps=3"]
+    train(make_config(*common, "trainer.max_steps=2", "checkpoint_every=1"), tmp_path)
+    folder = tmp_path / "checkpoints"
+    assert written and all(path.parent == folder and path.name.startswith(".") for path in written)
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step=000001.ckpt", "step=000002.ckpt"]
+
+    def full_disk(obj, file, *args, **kwargs):
+        file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    before = (folder / "last.ckpt").read_bytes()
+    monkeypatch.setattr(torch, "save", full_disk)
+    resume = f"ckpt_path={folder / 'last.ckpt'}"
+    with pytest.raises(OSError, match="No space"):  # continued in the same folder: last.ckpt rewritten
+        train(make_config(*common, "trainer.max_steps=3", "checkpoint_every=1", resume), tmp_path)
+    assert (folder / "last.ckpt").read_bytes() == before  # the old checkpoint, whole
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step=000001.ckpt", "step=000002.ckpt"]

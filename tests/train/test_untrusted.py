@@ -12,7 +12,9 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tarfile
 import threading
@@ -20,13 +22,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CORRUPTIONS, every_sample
+from conftest import CORRUPTIONS, REPO, every_sample
 
 from pixeltext_render.schema import ManifestError
-from pixeltext_train.checkpoints import CheckpointError
+from pixeltext_train.checkpoints import CheckpointError, load_plain
 from pixeltext_train.data import ShardDataModule
 from pixeltext_train.evaluate.backbone import load_backbone
-from pixeltext_train.export import export_checkpoint
+from pixeltext_train.export import ExportError, export_checkpoint
+from pixeltext_train.module import TrainingDiverged
 from pixeltext_train.storage import MissingExtra, read_manifest
 from pixeltext_train.train import train
 
@@ -54,6 +57,44 @@ def test_every_broken_sample_and_shard_is_counted_once_and_named(corrupt_shards,
         assert any(reason in m and ".tar" in m and "sample " in m for m in messages), reason
     with pytest.raises(RuntimeError, match="max_errors=0"):
         list(every_sample(corrupt_shards, max_errors=0))
+
+
+def test_a_shard_that_is_not_what_its_index_records_is_counted_and_named(tiny_shards, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="pixeltext_train.stream")
+    shutil.copytree(tiny_shards, tmp_path / "shards")
+    clean = [key for batch in every_sample(tiny_shards) for key in batch.keys]
+    changed = tmp_path / "shards" / "shard-000002.tar"
+    data = bytearray(changed.read_bytes())
+    data[-1] ^= 1  # the same size, a tar that still reads: only the sha256 can tell
+    changed.write_bytes(bytes(data))
+    stream = every_sample(tmp_path / "shards")
+    assert [key for batch in stream for key in batch.keys] == clean  # read once, not again
+    assert stream.errors.count == 1
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "shard-000002.tar" in message and "sha256" in message
+    caplog.clear()
+    cut = tmp_path / "shards" / "shard-000003.tar"
+    cut.write_bytes(cut.read_bytes()[:-512])  # a whole block gone: still a tar that ends cleanly
+    stream = every_sample(tmp_path / "shards")
+    lost = _keys_of(tiny_shards / "shard-000003.tar")
+    assert [key for batch in stream for key in batch.keys] == [
+        k for k in clean if k.split("/")[0] not in lost
+    ]
+    assert stream.errors.count == 2  # the size is refused before any of its samples is read
+    assert any("shard-000003.tar" in m and "bytes" in m for m in (r.getMessage() for r in caplog.records))
+
+
+def test_an_index_that_is_not_the_one_the_manifest_records_is_refused(tiny_shards, tmp_path):
+    shutil.copytree(tiny_shards, tmp_path / "shards")
+    index = tmp_path / "shards" / "shards.jsonl"
+    index.write_text(index.read_text().replace('"bytes": ', '"bytes": 1', 1))
+    with pytest.raises(ManifestError, match=r"shards\.jsonl is not the index its manifest records"):
+        ShardDataModule(str(tmp_path / "shards"), batch_size=1, num_workers=0, max_positions=64)
+
+
+def _keys_of(shard: Path) -> set[str]:
+    with tarfile.open(shard) as archive:
+        return {member.name.split(".", 1)[0] for member in archive.getmembers()}
 
 
 def test_a_compressed_or_oversized_tar_is_an_unreadable_shard(tiny_shards, tmp_path):
@@ -132,6 +173,10 @@ def _patch_size_as_text(manifest: dict) -> None:
     manifest["render"]["config"]["patch_size"] = "16"
 
 
+def _font_size_edited(manifest: dict) -> None:
+    manifest["render"]["config"]["font_size"] = 20.0  # a valid config, not the one the shards hold
+
+
 @pytest.mark.parametrize(
     ("edit", "complaint"),
     [
@@ -141,6 +186,7 @@ def _patch_size_as_text(manifest: dict) -> None:
         (_without_vocabulary, "tokenizer.vocab_size"),
         (_bos_beyond_vocabulary, "tokenizer.bos_id is .* outside the vocabulary"),
         (_patch_size_as_text, "render.config is not a render config"),
+        (_font_size_edited, "render.fingerprint is not that of the render description"),
     ],
 )
 def test_a_broken_manifest_names_the_file_and_the_field(tiny_shards, tmp_path, edit, complaint):
@@ -237,9 +283,82 @@ def test_a_file_that_is_not_a_pixeltext_checkpoint_says_so(tmp_path, content, co
         ("trainer.max_steps=0", "trainer.max_steps"),
         ("optimizer.warmup_steps=-1", "optimizer.warmup_steps"),
         ("data.regimen.pixel=-1", "data.regimen"),
+        ("optimizer.lr=inf", "optimizer.lr"),
+        ("optimizer.weight_decay=nan", "optimizer.weight_decay"),
+        ("optimizer.warmup_ratio=-inf", "optimizer.warmup_ratio"),
     ],
 )
 def test_a_config_that_cannot_work_is_refused_before_training(make_config, tmp_path, override, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         train(make_config("experiment=pixel_text", "trainer.max_steps=4", override), tmp_path)
     assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_a_run_whose_loss_stops_being_finite_stops_there_and_saves_nothing_poisoned(make_config, tmp_path):
+    config = make_config(
+        "experiment=pixel_text", "trainer.max_steps=20", "optimizer.lr=1e30", "checkpoint_every=1"
+    )
+    with pytest.raises(TrainingDiverged, match=r"not finite at step \d+") as stopped:
+        train(config, tmp_path)
+    step = int(re.search(r"step (\d+)", str(stopped.value)).group(1))
+    assert 0 < step < 20
+    saved = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert load_plain(tmp_path / "checkpoints" / "last.ckpt")["global_step"] <= step  # from before it
+    for path in saved:  # each checkpoint written holds finite weights
+        weights = load_plain(path)["state_dict"].values()
+        assert all(bool(torch.isfinite(w).all()) for w in weights if w.is_floating_point()), path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_steps=0"], "trainer.max_steps must be at least 1, got 0"),
+        (
+            ["data.shards={shards}/manifest.json"],
+            "is a file: point data.shards at the folder holding manifest.json",
+        ),
+        (["optimizer.lr=inf"], "optimizer.lr=inf: every number option must be finite"),
+    ],
+)
+def test_a_config_mistake_on_the_command_line_is_one_sentence(
+    tiny_overrides, tiny_shards, tmp_path, overrides, message
+):
+    arguments = [*tiny_overrides, "experiment=pixel_text", *(o.format(shards=tiny_shards) for o in overrides)]
+    done = subprocess.run(
+        [sys.executable, "train/run.py", *arguments, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_an_export_never_mixes_with_an_earlier_one_and_is_readable_by_others(tiny_checkpoint, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "special_tokens_map.json").write_text(json.dumps({"bos_token": "[CLS]"}))  # another model's
+    (out / "added_tokens.json").write_text(json.dumps({"[CLS]": 32000, "[SEP]": 32001}))
+    (out / "README.md").write_text("notes")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ExportError, match=r"not empty.*--replace"):
+        export_checkpoint(tiny_checkpoint, out)
+    assert sorted(p.name for p in out.iterdir()) == before
+    umask = os.umask(0o022)
+    try:
+        export_checkpoint(tiny_checkpoint, out, replace=True)
+    finally:
+        os.umask(umask)
+    assert not (out / "special_tokens_map.json").exists() and not (out / "added_tokens.json").exists()
+    assert (out / "README.md").read_text() == "notes"  # not an export's file: kept
+    written = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.name != "README.md"}
+    assert modes == dict.fromkeys(written, 0o644)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    saved = torch.load(tiny_checkpoint, weights_only=True)["hyper_parameters"]
+    assert "[CLS]" not in tokenizer.get_vocab() and tokenizer.bos_token != "[CLS]"
+    assert len(tokenizer) == saved["model"]["vocab_size"]

@@ -4,17 +4,25 @@ Every ``torch.load`` in pixeltext goes through :func:`load_plain`: PyTorch's wei
 unpickler, which rebuilds tensors and plain data (dicts, lists, strings, numbers) and refuses
 anything else, so a file from elsewhere cannot execute what it pickles. pixeltext writes its
 own files (checkpoints, simulators, TracIn factors) as that plain data.
+
+Training checkpoints are written by :class:`AtomicCheckpointIO`: to a temporary file in the
+checkpoint's own folder, then renamed onto its name, so a kill or a full disk leaves either
+the old file or the new one, never part of one (a temporary file on another file system, as
+fsspec's transactions use, would make the final step a copy).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 PRETRAINING_KEYS = ("state_dict", "hyper_parameters")
 MODEL_HPARAMS = ("model", "render", "tokenizer")
@@ -22,6 +30,25 @@ MODEL_HPARAMS = ("model", "render", "tokenizer")
 
 class CheckpointError(ValueError):
     """A file that is not what pixeltext expected; the message says what it is instead."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic inside the checkpoint's folder (local paths)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        try:
+            with open(temporary, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 def load_plain(path: str | Path, what: str = "a pixeltext checkpoint") -> dict[str, Any]:

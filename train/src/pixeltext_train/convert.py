@@ -56,8 +56,8 @@ class ConversionError(ValueError):
 def _json_object(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ConversionError(f"{path} is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # (RecursionError: nested past what a parser follows)
+        raise ConversionError(f"{path} is not JSON a converter can read: {error}") from None
     if not isinstance(value, dict):
         raise ConversionError(f"{path} holds a {type(value).__name__}, not a JSON object")
     return value
@@ -108,11 +108,20 @@ def model_config(official: dict[str, Any]) -> ModelConfig:
         )
     except KeyError as error:
         raise ConversionError(f"config.json lacks {error.args[0]}") from None
+    except (TypeError, ValueError) as error:
+        raise ConversionError(f"config.json: {error}") from None
 
 
 def read_weights(source: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the folder's weights, by name (safetensors first, then PyTorch's)."""
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file as load_safetensors
+
+    def load_file(path: Path) -> dict[str, torch.Tensor]:
+        try:
+            return load_safetensors(path)
+        except (SafetensorError, OSError, ValueError) as error:  # e.g. a header that lies about sizes
+            raise ConversionError(f"{path} is not a safetensors file it can read: {error}") from None
 
     for index_name, load in (
         ("model.safetensors.index.json", load_file),
@@ -120,7 +129,10 @@ def read_weights(source: Path) -> dict[str, torch.Tensor]:
     ):
         index = source / index_name
         if index.is_file():
-            files = sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+            weight_map = _json_object(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise ConversionError(f"{index} has no weight_map of tensor names to file names")
+            files = sorted(set(weight_map.values()))
             weights: dict[str, torch.Tensor] = {}
             for name in files:
                 shard = (source / name).resolve()
@@ -260,7 +272,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         report = convert(args.source, args.out)
-    except ConversionError as error:
+    except (ConversionError, CheckpointError) as error:
         raise SystemExit(f"cannot convert: {error}") from None
     print(f"converted {report['parameters']:,} parameters -> {args.out}")
     print("the renderer differs from the official one:\n  " + "\n  ".join(report["render_differences"]))

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.schema import InvalidSample, StoredStrip, decode_sample, key_hash
 from pixeltext_train.model import Packing
-from pixeltext_train.storage import read_manifest, shard_urls
+from pixeltext_train.storage import ShardRecord, read_manifest, shard_records, shard_urls
 from pixeltext_train.stream import ErrorBudget, SampleStream, StreamState
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,7 @@ class StripSequences(IterableDataset):
     start: ResumePoint | None = None
     storage_options: dict[str, Any] | None = None
     packing: bool = False
+    records: dict[str, ShardRecord] | None = None  # each shard's size and sha256, checked as read
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -293,6 +294,7 @@ class StripSequences(IterableDataset):
             training=self.training,
             state=StreamState.from_dict(saved) if saved else None,
             storage_options=self.storage_options,
+            records=self.records,
         )
         if self.packing:
             yield from self._packed(stream, role)
@@ -424,6 +426,7 @@ class ShardDataModule(L.LightningDataModule):
         self.packing = packing
         self.manifest = read_manifest(self.location, self.storage_options)
         self.urls = shard_urls(self.location, self.manifest)
+        self.records = shard_records(self.location, self.manifest, self.storage_options)
         tokenizer = self.manifest["tokenizer"]
         bos = tokenizer["bos_id"] if tokenizer["bos_id"] is not None else 1
         pad = tokenizer["pad_id"] if tokenizer["pad_id"] is not None else 0
@@ -486,6 +489,7 @@ class ShardDataModule(L.LightningDataModule):
             start=self.resume_point if training else None,
             storage_options=self.storage_options,
             packing=self.packing,
+            records=self.records,
         )
 
     def _restore(self, state: dict[str, Any], rank: int, world: int) -> None:

@@ -34,6 +34,8 @@ from torch.utils.checkpoint import checkpoint
 
 ATTENTION = ("auto", "mask", "flex")
 
+SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
+
 
 @dataclass
 class ModelConfig:
@@ -54,6 +56,13 @@ class ModelConfig:
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
 
     def __post_init__(self) -> None:
+        small = [
+            f"model.{name}={getattr(self, name)!r}"
+            for name in (*SIZES, "patch_size", "channels")
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
+        ]
+        if small:
+            raise ValueError(f"{', '.join(small)}: each must be a whole number of at least 1")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must divide by model.num_heads ({self.num_heads}), "

@@ -39,19 +39,39 @@ def warmup_cosine(step: int, warmup_steps: int, schedule_steps: int, min_ratio: 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def check_schedule(lr: float, warmup_steps: int, schedule_steps: int, min_ratio: float, prefix: str) -> None:
-    """Refuse a schedule that cannot work, naming the config keys (``prefix``: their group)."""
+class TrainingDiverged(ArithmeticError):
+    """The loss or the weights stopped being finite numbers; nothing poisoned is saved."""
+
+
+def check_schedule(
+    lr: float,
+    warmup_steps: int | None,
+    schedule_steps: int,
+    min_ratio: float,
+    prefix: str,
+    warmup_ratio: float = 0.0,
+) -> int:
+    """The warm-up's length in steps: ``warmup_steps`` if set, else ``warmup_ratio`` of the
+    schedule (so that a longer or shorter run needs one override). A schedule that cannot work
+    is refused, naming the config keys (``prefix``: their group)."""
     problems = [
         f"{prefix}.{name} must be {rule}, got {value}"
         for name, value, ok, rule in (
-            ("lr", lr, lr > 0, "positive"),
-            ("warmup_steps", warmup_steps, 0 <= warmup_steps <= schedule_steps, f"in [0, {schedule_steps}]"),
+            ("lr", lr, math.isfinite(lr) and lr > 0, "a positive number"),
+            (
+                "warmup_steps",
+                warmup_steps,
+                warmup_steps is None or 0 <= warmup_steps <= schedule_steps,
+                f"in [0, {schedule_steps}] (the schedule's length) or null (warmup_ratio of it)",
+            ),
+            ("warmup_ratio", warmup_ratio, 0 <= warmup_ratio <= 1, "in [0, 1]"),
             ("min_lr_ratio", min_ratio, 0 <= min_ratio <= 1, "in [0, 1]"),
         )
         if not ok
     ]
     if problems:
         raise ValueError("; ".join(problems))
+    return warmup_steps if warmup_steps is not None else round(warmup_ratio * schedule_steps)
 
 
 class PixelTextLM(L.LightningModule):
@@ -69,8 +89,9 @@ class PixelTextLM(L.LightningModule):
         lr: float = 5e-4,
         betas: tuple[float, float] = (0.9, 0.95),
         weight_decay: float = 0.1,
-        warmup_steps: int = 200,
+        warmup_steps: int | None = None,
         schedule_steps: int = 10_000,
+        warmup_ratio: float = 0.02,
         min_lr_ratio: float = 0.1,
         bos_id: int | None = 1,
         render: dict[str, Any] | None = None,
@@ -82,7 +103,9 @@ class PixelTextLM(L.LightningModule):
         super().__init__()
         if schedule_steps < 1:
             raise ValueError(f"optimizer.schedule_steps must be at least 1, got {schedule_steps}")
-        check_schedule(lr, warmup_steps, schedule_steps, min_lr_ratio, "optimizer")
+        self.warmup = check_schedule(
+            lr, warmup_steps, schedule_steps, min_lr_ratio, "optimizer", warmup_ratio
+        )
         self.save_hyperparameters()
         self.config = ModelConfig(**model)
         self.model = PixelTextModel(self.config)
@@ -121,11 +144,34 @@ class PixelTextLM(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
         out = self.losses(batch)
+        finite = bool(torch.isfinite(out["loss"].detach()))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):  # (every rank stops)
+            raise TrainingDiverged(
+                f"the loss is not finite at step {self.global_step} ({float(out['loss'].detach())} on rank "
+                f"{self.global_rank}): training stopped before the step changed the weights, and the "
+                "checkpoints written so far are intact; lower optimizer.lr and resume from the last one"
+            )
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=batch.tokens.shape[0])
         for kind, count in VALIDATION_TERMS:
             if out[count] and f"{kind}_loss" in out:
                 self.log(f"train/{kind}_loss", out[f"{kind}_loss"], batch_size=1)
         return out["loss"]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save weights that are not finite (the previous checkpoints stay the good ones)."""
+        broken = next(
+            (
+                name
+                for name, tensor in checkpoint["state_dict"].items()
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+            ),
+            None,
+        )
+        if broken is not None:
+            raise TrainingDiverged(
+                f"the weights are not finite at step {self.global_step} ({broken}): no checkpoint was "
+                "written over the earlier ones; lower optimizer.lr and resume from the last one"
+            )
 
     def on_validation_epoch_start(self) -> None:
         self._val_totals = torch.zeros(2 * len(VALIDATION_TERMS), dtype=torch.float64, device=self.device)
@@ -200,7 +246,7 @@ class PixelTextLM(L.LightningModule):
         )
         h = self.hparams
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, h.warmup_steps, h.schedule_steps, h.min_lr_ratio)
+            optimizer, lambda step: warmup_cosine(step, self.warmup, h.schedule_steps, h.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

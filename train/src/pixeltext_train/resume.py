@@ -10,7 +10,9 @@ from an uninterrupted run's, so it is refused with the list of differences.
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pixeltext_train.checkpoints import CheckpointError, load_pretraining
 
+log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 METRICS = "metrics.csv"
 TENSORBOARD = "tensorboard"
@@ -89,7 +92,9 @@ def differences(saved: dict[str, Any], identity: dict[str, Any]) -> list[str]:
 
 def find_checkpoint(cfg: DictConfig, run_dir: Path, identity: dict[str, Any]) -> Resume | None:
     """``ckpt_path`` if given (it must be compatible); with ``resume=true``, the newest
-    compatible ``last.ckpt`` among this run folder and its siblings (earlier runs of the name)."""
+    checkpoint (``last.ckpt`` or ``step=*.ckpt``) among this run folder and its siblings
+    (earlier runs of the name) that loads and is compatible; each newer one skipped is logged
+    with the reason (damaged, or from another config)."""
     if cfg.ckpt_path:
         path = Path(cfg.ckpt_path)
         saved = load_pretraining(path)
@@ -103,9 +108,8 @@ def find_checkpoint(cfg: DictConfig, run_dir: Path, identity: dict[str, Any]) ->
         return _resume(path, saved)
     if not cfg.resume:
         return None
-    candidates = sorted(run_dir.parent.glob(f"*/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
     refused = []
-    for path in reversed(candidates):
+    for path in _newest_first(run_dir.parent.glob("*/checkpoints/*.ckpt")):
         try:
             saved = load_pretraining(path)
         except CheckpointError as error:
@@ -113,14 +117,21 @@ def find_checkpoint(cfg: DictConfig, run_dir: Path, identity: dict[str, Any]) ->
             continue
         problems = differences(saved, identity)
         if not problems:
+            for skipped in refused:
+                log.warning("resume=true: skipping %s", skipped)
             return _resume(path, saved)
         refused.append(f"{path}:\n    " + "\n    ".join(problems))
     if not refused:
-        raise FileNotFoundError(f"resume=true, but no */checkpoints/{LAST} under {run_dir.parent}")
+        raise FileNotFoundError(f"resume=true, but no */checkpoints/*.ckpt under {run_dir.parent}")
     raise ResumeError(
-        f"resume=true, but no run under {run_dir.parent} can be continued by this config:\n  "
+        f"resume=true, but no checkpoint under {run_dir.parent} loads and suits this config:\n  "
         + "\n  ".join(refused)
     )
+
+
+def _newest_first(paths: Iterable[Path]) -> list[Path]:
+    """Checkpoints newest first; of those written together, ``last.ckpt`` first."""
+    return sorted(paths, key=lambda path: (path.stat().st_mtime, path.name == LAST), reverse=True)
 
 
 def _resume(path: Path, saved: dict[str, Any]) -> Resume:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pixeltext_render.schema import InvalidSample, read_meta
-from pixeltext_train.storage import ShardError, tar_samples
+from pixeltext_train.storage import ShardError, ShardRecord, tar_samples
 
 log = logging.getLogger(__name__)
 Address = tuple[int, int]  # (position in the epoch's shard list, index of the sample in its shard)
@@ -90,7 +90,8 @@ class SampleStream:
     """One reader's samples: endless and shuffled for training, one pass in file order otherwise.
 
     ``keep(meta)`` says whether a sample belongs to this stream's split; ``state`` continues a
-    stream where a previous one stood (its ``snapshot``).
+    stream where a previous one stood (its ``snapshot``); ``records`` (by URL) are the shards'
+    sizes and sha256s to check them against as they are read.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class SampleStream:
         training: bool = True,
         state: StreamState | None = None,
         storage_options: dict[str, Any] | None = None,
+        records: dict[str, ShardRecord] | None = None,
     ):
         if not urls:
             raise ValueError("no shards to read")
@@ -112,6 +114,7 @@ class SampleStream:
         self.keep, self.budget, self.seed = keep, budget, seed
         self.buffer_size = buffer_size if training else 0
         self.training, self.storage_options = training, storage_options
+        self.records = records or {}
         self.state = state or StreamState()
         self.budget.count = self.state.skipped
         self.rng = epoch_generator(seed, self.state.epoch, reader)
@@ -193,15 +196,14 @@ class SampleStream:
         while state.shard < len(shards):
             position, url = state.shard, shards[state.shard]
             try:
-                for index, sample in enumerate(
-                    tar_samples(url, state.sample, self.storage_options), state.sample
-                ):
+                samples = tar_samples(url, state.sample, self.storage_options, self.records.get(url))
+                for index, sample in enumerate(samples, state.sample):
                     state.sample = index + 1
                     if self._mine(position, index) and self._accepted(url, sample):
                         yield (position, index), sample
             except ShardError as error:
                 if self._mine(position, state.sample):  # once: by the reader of the damaged sample
-                    self.budget(f"the rest of shard {url}", error)
+                    self.budget(f"shard {url} from sample {state.sample}", error)
             state.shard, state.sample = position + 1, 0
 
     def _accepted(self, url: str, sample: dict) -> bool:

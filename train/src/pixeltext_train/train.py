@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ from hydra.utils import instantiate
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from pixeltext_train.checkpoints import load_pretraining
+from pixeltext_train.checkpoints import AtomicCheckpointIO, load_pretraining
+from pixeltext_train.cli import Preempted, check_finite
 from pixeltext_train.data import ShardDataModule, StreamTracker
 from pixeltext_train.module import PixelTextLM
 from pixeltext_train.progress import BudgetProgressBar
@@ -114,6 +117,36 @@ class StepTimer(Timer):
             super().on_train_batch_end(trainer, *args, **kwargs)
 
 
+class Preemption(L.Callback):
+    """SIGTERM, what SLURM and Kubernetes send before they preempt a job: the optimizer step in
+    progress is finished, then the run stops (on every rank if any one was signalled) and
+    :func:`train` writes ``last.ckpt`` and raises :class:`Preempted`. Lightning's own handler,
+    which this replaces while training, stops after any micro-batch and exits 0."""
+
+    def __init__(self) -> None:
+        self.requested = self.stopped = False
+        self._step = 0
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._step = trainer.global_step
+        launcher = trainer.strategy.launcher
+
+        def request(signum: int, frame: Any) -> None:
+            if not self.requested and launcher is not None:
+                launcher.kill(signum)  # (the processes it started, as Lightning's handler does)
+            self.requested = True
+
+        # (Lightning restores the handler it found when training ends)
+        signal.signal(signal.SIGTERM, request)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.global_step == self._step:
+            return  # mid-accumulation
+        self._step = trainer.global_step
+        if trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            self.stopped = trainer.should_stop = True
+
+
 def trainer_for(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) -> L.Trainer:
     options: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     options.pop("compile", None)  # (the module compiles its blocks: PixelTextLM.configure_model)
@@ -135,6 +168,7 @@ def trainer_for(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) ->
             save_last=True,
         ),
         LearningRateMonitor(logging_interval="step"),
+        Preemption(),
     ]
     timer = StepTimer(options.pop("max_time")) if options.get("max_time") else None
     callbacks += [timer] if timer else []
@@ -143,7 +177,12 @@ def trainer_for(cfg: DictConfig, run_dir: Path, resume: Resume | None = None) ->
         callbacks.append(BudgetProgressBar(timer))
         options["enable_progress_bar"] = False
     return L.Trainer(
-        **options, logger=loggers, callbacks=callbacks, default_root_dir=run_dir, check_val_every_n_epoch=None
+        **options,
+        logger=loggers,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
+        check_val_every_n_epoch=None,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -199,6 +238,7 @@ def initialise(module: PixelTextLM, data: ShardDataModule, path: Path) -> None:
 def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """Fit as the config says, writing checkpoints and metrics.csv into ``run_dir``."""
     run_dir = Path(run_dir)
+    check_finite(cfg)
     if cfg.trainer.max_steps < 1:  # (pre-training is bounded by steps, not epochs)
         raise ValueError(f"trainer.max_steps must be at least 1, got {cfg.trainer.max_steps}")
     L.seed_everything(cfg.seed, workers=True)
@@ -217,13 +257,25 @@ def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     if init_from and not resume:  # (a resumed run has its own weights)
         initialise(module, data, Path(init_from))
     ckpt = str(resume.checkpoint) if resume else None
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    last = run_dir / "checkpoints" / LAST
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    except SIGTERMException:  # (Lightning's handler: SIGTERM before training started)
+        raise Preempted("stopped by SIGTERM before training began; rerun the same command") from None
     tracker = next(c for c in trainer.callbacks if isinstance(c, StreamTracker))
     if tracker.mid_step:  # stopped between the micro-batches of a step (by some callback)
         log.warning(
             "training stopped in the middle of an accumulated step; %s stays at the last whole one", LAST
         )
     else:
-        trainer.save_checkpoint(run_dir / "checkpoints" / LAST)
-    trainer.validate(module, datamodule=data, verbose=False, weights_only=True)  # val/loss at the end
+        trainer.save_checkpoint(last)
+    if next(c for c in trainer.callbacks if isinstance(c, Preemption)).stopped:
+        raise Preempted(
+            f"stopped by SIGTERM after step {trainer.global_step}; {last} continues it exactly "
+            "(rerun with resume=true)"
+        )
+    try:
+        trainer.validate(module, datamodule=data, verbose=False, weights_only=True)  # val/loss at the end
+    except SIGTERMException:
+        raise Preempted(f"stopped by SIGTERM in the final validation; training is done ({last})") from None
     return trainer

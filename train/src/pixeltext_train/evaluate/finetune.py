@@ -61,7 +61,8 @@ class FinetuneOptions:
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 0.01
-    warmup_steps: int = 50
+    warmup_steps: int | None = None  # null: warmup_ratio of max_steps
+    warmup_ratio: float = 0.05
     max_steps: int = 1000
     min_lr_ratio: float = 0.0  # where the cosine decay ends, relative to lr (1.0: constant)
     eval_every: int = 100  # steps between validations (early stopping)
@@ -70,8 +71,15 @@ class FinetuneOptions:
     seed: int = 0
     init_seed: int | None = None  # the head's initialisation, if not from ``seed``
 
+    @property
+    def warmup(self) -> int:
+        """The warm-up's steps (``check_schedule`` refuses a schedule that cannot work)."""
+        return check_schedule(
+            self.lr, self.warmup_steps, self.max_steps, self.min_lr_ratio, "finetune", self.warmup_ratio
+        )
+
     def __post_init__(self) -> None:
-        check_schedule(self.lr, self.warmup_steps, self.max_steps, self.min_lr_ratio, "finetune")
+        _ = self.warmup  # (refuses a schedule that cannot work)
         least = {
             "max_positions": 2,
             "pair_patches": 4,
@@ -147,7 +155,7 @@ class ClassifierModule(L.LightningModule):
         o = self.options
         optimizer = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, o.warmup_steps, o.max_steps, o.min_lr_ratio)
+            optimizer, lambda step: warmup_cosine(step, o.warmup, o.max_steps, o.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

@@ -14,7 +14,7 @@ from pixeltext_render.schema import InvalidSample, StoredStrip, decode_sample
 from pixeltext_train.data import collate, is_validation, make_sequence
 from pixeltext_train.evaluate.backbone import Backbone, check_fingerprints, sequence_spec
 from pixeltext_train.losses import next_patch_loss, next_token_loss, patch_targets, token_targets
-from pixeltext_train.storage import read_manifest, shard_urls
+from pixeltext_train.storage import read_manifest, shard_records, shard_urls
 from pixeltext_train.stream import ErrorBudget, SampleStream
 
 
@@ -35,6 +35,7 @@ def held_out_strips(
         keep=lambda meta: is_validation(meta["document"], val_fraction),
         budget=budget,
         training=False,
+        records=shard_records(shards, manifest),
     )
     count, patch_size = 0, backbone.renderer.config.patch_size
     for sample in samples:

@@ -351,44 +351,91 @@ _SHOWN_SKIPS = 5  # rows named in the log per file; the rest are only counted
 
 def _records(path: Path) -> Iterator[tuple[int, dict | str]]:
     """``(row number, record)`` for each row of a table file, or ``(row number, why it cannot be
-    read)``: CSV, TSV (tab separated, no quoting: quotes are text, as in GLUE), JSON Lines, Parquet."""
+    read)``: CSV, TSV (tab separated, no quoting: quotes are text, as in GLUE), JSON Lines, Parquet.
+    A row that is not valid UTF-8 is a row that cannot be read; a file that is not a table of
+    text at all, or whose header names a column twice, is an error naming it."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        import pyarrow
         import pyarrow.parquet as pq
 
-        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
-    elif suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield number, f"invalid JSON ({error.msg})"
-                    continue
-                yield (
-                    number,
-                    record if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object",
-                )
-    elif suffix in (".csv", ".tsv"):
-        tabs = suffix == ".tsv"
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(
-                handle,
-                delimiter="\t" if tabs else ",",
-                quoting=csv.QUOTE_NONE if tabs else csv.QUOTE_MINIMAL,
-                restkey=_EXTRA,
-            )
-            width = len(reader.fieldnames or [])
-            for record in reader:
-                cells = width + len(record.get(_EXTRA, ())) - sum(v is None for v in record.values())
-                if cells != width:
-                    yield reader.line_num, f"{cells} cells, the header has {width}"
-                else:
-                    yield reader.line_num, record
-    else:
+        try:
+            _refuse_repeated_columns(path, pq.read_schema(path).names)
+            table = pq.read_table(path)
+        except pyarrow.ArrowException as error:
+            raise TaskError(f"custom task: {path} is not a Parquet file ({error})") from None
+        yield from enumerate(table.to_pylist(), start=1)
+        return
+    if suffix not in (".jsonl", ".json", ".csv", ".tsv"):
         raise TaskError(f"{path}: use a .csv, .tsv, .jsonl or .parquet file")
+    with open(path, "rb") as handle:
+        if b"\x00" in handle.read(2**16):
+            raise TaskError(
+                f"custom task: {path} is not a text file (it holds NUL bytes: a spreadsheet, an "
+                f"archive or a binary renamed {suffix}?); save it as {suffix[1:].upper()} text"
+            )
+    # Undecodable bytes are kept as lone surrogates (surrogateescape) and their row skipped.
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        if suffix in (".jsonl", ".json"):
+            for number, line in enumerate(handle, start=1):
+                if _undecodable(line):
+                    yield number, NOT_UTF8
+                elif line.strip():
+                    yield number, _json_record(line)
+            return
+        tabs = suffix == ".tsv"
+        reader = csv.DictReader(
+            handle,
+            delimiter="\t" if tabs else ",",
+            quoting=csv.QUOTE_NONE if tabs else csv.QUOTE_MINIMAL,
+            restkey=_EXTRA,
+        )
+        _refuse_repeated_columns(path, reader.fieldnames or [])
+        width = len(reader.fieldnames or [])
+        for record in reader:
+            cells = width + len(record.get(_EXTRA, ())) - sum(v is None for v in record.values())
+            if any(isinstance(v, str) and _undecodable(v) for v in record.values()):
+                yield reader.line_num, NOT_UTF8
+            elif cells != width:
+                yield reader.line_num, f"{cells} cells, the header has {width}"
+            else:
+                yield reader.line_num, record
+
+
+NOT_UTF8 = "not valid UTF-8"
+
+
+def _undecodable(text: str) -> bool:
+    return any("\udc80" <= character <= "\udcff" for character in text)
+
+
+def _refuse_repeated_columns(path: Path, columns: Sequence[str]) -> None:
+    repeated = sorted(name for name, count in Counter(columns).items() if count > 1)
+    if repeated:
+        raise TaskError(
+            f"custom task: {path} names the column {', '.join(map(repr, repeated))} more than once; "
+            "rename the copies so that each column has its own name"
+        )
+
+
+def _json_record(line: str) -> dict | str:
+    """One JSON Lines row as an object, or why it is not one (a key given twice included:
+    JSON readers keep the last copy, which hides which was meant)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [key for key, _ in pairs]
+        repeated = next((key for key in keys if keys.count(key) > 1), None)
+        if repeated is not None:
+            raise ValueError(f"the key {repeated!r} given twice")
+        return dict(pairs)
+
+    try:
+        record = json.loads(line, object_pairs_hook=unique)
+    except json.JSONDecodeError as error:
+        return f"invalid JSON ({error.msg})"
+    except ValueError as error:
+        return str(error)
+    return record if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
 
 
 def _label(value: object) -> int | float | str | None:
@@ -404,6 +451,15 @@ def _label(value: object) -> int | float | str | None:
     if math.isnan(number):
         return None
     return int(number) if number.is_integer() else number
+
+
+def _not_a_value(record: dict, columns: Iterable[str | None]) -> str | None:
+    """Why a row's text or label cell is unusable as one: a list or an object (JSON, Parquet)."""
+    for column in columns:
+        value = record.get(column) if column else None
+        if isinstance(value, list | tuple | dict):
+            return f"{column} is {'an object' if isinstance(value, dict) else 'a list'}, not a value"
+    return None
 
 
 def _text(value: object) -> str | None:
@@ -430,6 +486,8 @@ def _read_rows(
         problem = record if isinstance(record, str) else None
         if problem is None:
             columns |= set(record)
+            problem = _not_a_value(record, (text, text_pair, label))
+        if problem is None:
             first, second, value = (
                 _text(record.get(text)),
                 _text(record.get(text_pair)),
