@@ -17,7 +17,7 @@ INSTALLED := $(VENV)/.installed
 # SHARD_SAMPLES, WORKERS, RUNNER (DirectRunner, DaskRunner, ...), DASK_ADDRESS (DaskRunner: a running
 # cluster's scheduler; default a local cluster), and BEAM_ARGS passed to Beam as they are.
 OUT ?= outputs/shards
-# make demo: DEMO_BUDGET=full (about 20 minutes on 2 cores) or smoke (about a minute)
+# make demo: DEMO_BUDGET=full (about 25 minutes on 2 cores) or smoke (about a minute)
 DEMO_BUDGET ?= full
 DEMO_OUT ?= outputs/demo
 
@@ -50,7 +50,7 @@ ocr-engine:
 $(INSTALLED): constraints.txt render/pyproject.toml train/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "pixeltext needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e 'render[dev]' -e 'train[dev]'
+	$(PIP_INSTALL) -e 'render[job,dev]' -e 'train[dev]'
 	touch $@
 
 test: install
@@ -85,7 +85,7 @@ bench-gpu:
 
 lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
-	$(VENV)-lock/bin/pip install --no-compile -q -e 'render[dev]' -e 'train[dev]'
+	$(VENV)-lock/bin/pip install --no-compile -q -e 'render[job,dev]' -e 'train[dev]'
 	{ sed -n '1,/^[a-zA-Z]/{/^#/p}' constraints.txt; \
 	  $(VENV)-lock/bin/pip freeze --exclude-editable | sed 's/+[a-z0-9.]*$$//'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf $(VENV)-lock

@@ -31,8 +31,8 @@ from stage_clock import StageClock
 from zlib_ng import zlib_ng
 
 from pixeltext_render import Renderer
-from pixeltext_render.corpora import default_corpus, django_catalogue, django_messages
-from pixeltext_render.pipeline import RenderJob, process_renderer, run
+from pixeltext_render.job.corpora import default_corpus, django_catalogue, django_messages
+from pixeltext_render.job.pipeline import RenderJob, process_renderer, run
 from pixeltext_render.schema import encode_png
 
 MIX_LANGUAGES = ("fr", "es", "de")

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pixeltext_render import Renderer
 from pixeltext_render.assets import assets_dir
-from pixeltext_render.corpora import django_languages, django_messages, wikipedia_articles
+from pixeltext_render.job.corpora import django_languages, django_messages, wikipedia_articles
 from pixeltext_render.reference import render_line_uncached
 from pixeltext_render.renderer import Strip
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from pixeltext_render.assets import asset_path
-from pixeltext_render.corpora import django_languages, django_messages
+from pixeltext_render.job.corpora import django_languages, django_messages
 
 WORKERS = 2
 

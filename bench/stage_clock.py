@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from pixeltext_render import pipeline, raster, renderer, schema, sources, tokenizers
+from pixeltext_render.job import pipeline, raster, renderer, schema, sources, tokenizers
 
 # stage -> (owner, attribute name) of the functions that do its work
 STAGES: dict[str, list[tuple[Any, str]]] = {

@@ -29,8 +29,8 @@ import torch
 import yaml
 
 from pixeltext_render.assets import asset_path
-from pixeltext_render.corpora import default_corpus
-from pixeltext_render.pipeline import RenderJob, run
+from pixeltext_render.job.corpora import default_corpus
+from pixeltext_render.job.pipeline import RenderJob, run
 from pixeltext_train.data import Regimen, ShardDataModule, StripSequences
 from pixeltext_train.model import ModelConfig, PixelTextModel
 from pixeltext_train.module import PixelTextLM

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pixeltext_render.corpora import default_corpus
-from pixeltext_render.pipeline import RenderJob, run
+from pixeltext_render.job.corpora import default_corpus
+from pixeltext_render.job.pipeline import RenderJob, run
 from pixeltext_train.evaluate.backbone import MODALITIES, load_backbone
 from pixeltext_train.evaluate.cloze import cloze, plot_passages
 from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune, majority_baseline, prepare

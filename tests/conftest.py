@@ -17,14 +17,14 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from pixeltext_render import Renderer
-from pixeltext_render.corpora import (
+from pixeltext_render.job.corpora import (
     default_corpus,
     django_catalogue,
     django_languages,
     django_messages,
     wikipedia_articles,
 )
-from pixeltext_render.pipeline import RenderJob, run
+from pixeltext_render.job.pipeline import RenderJob, run
 
 # A real sentence, translated by people, that every language of the sample catalogues has.
 SENTENCE = "Upload a valid image. The file you uploaded was either not an image or a corrupted image."
@@ -222,3 +222,23 @@ def every_sample(shards: Path, regimen=(1, 0, 0), max_positions: int = 64, **opt
         records=data.records,
         **options,
     )
+
+
+def custom_task_command(data: Path, checkpoint: str, modality: str, steps: int, out: Path) -> list[str]:
+    """``eval/run.py`` fine-tuning ``steps`` steps on ``data`` (JSON Lines with ``t`` and ``y``,
+    used for training and validation), results in ``out``."""
+    return [
+        "eval/run.py",
+        "task=custom",
+        f"train={data}",
+        f"validation={data}",
+        "text=t",
+        "label=y",
+        f"checkpoint={checkpoint}",
+        f"modality={modality}",
+        f"finetune.max_steps={steps}",
+        "finetune.warmup_steps=1",
+        f"finetune.eval_every={steps // 2}",
+        "finetune.batch_size=8",
+        f"hydra.run.dir={out}",
+    ]

@@ -223,7 +223,7 @@ def test_the_converter_command_says_what_is_wrong_in_a_sentence(tmp_path):
 
 def test_pre_training_continues_from_a_converted_checkpoint(tmp_path, articles, make_config):
     from pixeltext_render import RenderConfig
-    from pixeltext_render.pipeline import RenderJob, run
+    from pixeltext_render.job.pipeline import RenderJob, run
     from pixeltext_train.checkpoints import load_pretraining
     from pixeltext_train.train import train
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CORRUPTIONS
+from conftest import CORRUPTIONS, custom_task_command
 from PIL import Image
 
-from pixeltext_render.pipeline import RenderJob, run
+from pixeltext_render.job.pipeline import RenderJob, run
 from pixeltext_train.evaluate.backbone import (
     InputBudget,
     RenderMismatch,
@@ -283,22 +283,7 @@ def test_eval_run_writes_results_and_pictures(tiny_checkpoint, tmp_path):
         "".join(json.dumps({"t": e.text, "y": e.label}) + "\n" for e in separable_task().train[:40])
     )
     out = tmp_path / "custom"
-    command = [
-        sys.executable,
-        "eval/run.py",
-        "task=custom",
-        f"train={data}",
-        f"validation={data}",
-        "text=t",
-        "label=y",
-        "checkpoint=none",
-        "modality=text",
-        "finetune.max_steps=4",
-        "finetune.warmup_steps=1",
-        "finetune.eval_every=2",
-        "finetune.batch_size=8",
-        f"hydra.run.dir={out}",
-    ]
+    command = [sys.executable, *custom_task_command(data, "none", "text", 4, out)]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     results = json.loads((out / "results.json").read_text())
     assert (

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
-from pixeltext_render.dask_cluster import DaskUnavailable, dask_cluster
-from pixeltext_render.pipeline import RenderJob, run
-from pixeltext_render.sources import ReadOptions
+from pixeltext_render.job.dask_cluster import DaskUnavailable, dask_cluster
+from pixeltext_render.job.pipeline import RenderJob, run
+from pixeltext_render.job.sources import ReadOptions
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pixeltext_render import sources
-from pixeltext_render.pipeline import RenderJob, run
-from pixeltext_render.shards import read_rejections, read_shard_index
-from pixeltext_render.sources import (
+from pixeltext_render.job.pipeline import RenderJob, run
+from pixeltext_render.job.shards import read_rejections, read_shard_index
+from pixeltext_render.job.sources import (
     LAYOUT,
     CorpusFile,
     Document,

@@ -26,10 +26,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pixeltext_render import RenderConfig, Renderer
-from pixeltext_render import pipeline as render_pipeline
 from pixeltext_render.cli import main as cli_main
-from pixeltext_render.corpora import default_corpus
-from pixeltext_render.pipeline import (
+from pixeltext_render.job import pipeline as render_pipeline
+from pixeltext_render.job.corpora import default_corpus
+from pixeltext_render.job.pipeline import (
     RenderJob,
     beam_options,
     build,
@@ -38,10 +38,15 @@ from pixeltext_render.pipeline import (
     render_groups,
     run,
 )
-from pixeltext_render.planning import read_plan
-from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
-from pixeltext_render.shards import JobConflict, read_manifest, read_rejections, read_shard_index, tar_bytes
-from pixeltext_render.sources import (
+from pixeltext_render.job.planning import read_plan
+from pixeltext_render.job.shards import (
+    JobConflict,
+    read_manifest,
+    read_rejections,
+    read_shard_index,
+    tar_bytes,
+)
+from pixeltext_render.job.sources import (
     CorpusChanged,
     MatchCorpus,
     ParseFile,
@@ -49,6 +54,7 @@ from pixeltext_render.sources import (
     file_parts,
     resolve_pattern,
 )
+from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
 
 REPO = Path(__file__).resolve().parents[2]
 

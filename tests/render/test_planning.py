@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixeltext_render.pipeline import _shard_within
-from pixeltext_render.planning import (
+from pixeltext_render.job.pipeline import _shard_within
+from pixeltext_render.job.planning import (
     Chunk,
     ReadChunks,
     chunk_layout,
@@ -21,7 +21,7 @@ from pixeltext_render.planning import (
     read_plan,
     write_plan,
 )
-from pixeltext_render.sources import CorpusFile, FilePart, KeyBatch, PartSurvey, key_digest
+from pixeltext_render.job.sources import CorpusFile, FilePart, KeyBatch, PartSurvey, key_digest
 
 SURVEYS = st.lists(
     st.tuples(st.sampled_from("abcde"), st.integers(0, 5), st.integers(0, 30)),

@@ -8,7 +8,7 @@ import tokenizers
 from tokenizers import models, pre_tokenizers, trainers
 
 from pixeltext_render import Renderer, load_tokenizer
-from pixeltext_render.corpora import django_catalogue
+from pixeltext_render.job.corpora import django_catalogue
 
 
 @pytest.fixture(scope="module")

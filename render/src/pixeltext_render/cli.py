@@ -56,12 +56,15 @@ def _assets(args: argparse.Namespace) -> int:
     from pixeltext_render.assets import ASSETS, assets_dir, fetch_assets, missing_assets
 
     if args.action == "fetch":
-        from pixeltext_render.corpora import default_corpus
-
         fetched = fetch_assets(log=lambda m: print(m, file=sys.stderr))
-        corpus = default_corpus()
+        try:  # the default corpus is prepared for the render job, when it is installed
+            from pixeltext_render.job.corpora import default_corpus
+        except ImportError:
+            corpus = "not prepared (the render job is not installed)"
+        else:
+            corpus = default_corpus().name
         print(
-            f"{len(ASSETS)} assets ready in {assets_dir()} ({fetched} fetched); corpus {corpus.name}",
+            f"{len(ASSETS)} assets ready in {assets_dir()} ({fetched} fetched); corpus {corpus}",
             file=sys.stderr,
         )
     elif args.action == "path":
@@ -75,9 +78,14 @@ def _assets(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pixeltext_render.corpora import default_corpus
-    from pixeltext_render.pipeline import RenderJob, run
-    from pixeltext_render.sources import ReadOptions
+    try:
+        from pixeltext_render.job.corpora import default_corpus
+        from pixeltext_render.job.pipeline import RenderJob, run
+        from pixeltext_render.job.sources import ReadOptions
+    except ImportError as error:
+        raise JobMissing(
+            f"the render job needs its extra ({error.name} is missing): pip install 'pixeltext-render[job]'"
+        ) from None
 
     corpus = tuple(args.corpus or [str(default_corpus())])
     read = ReadOptions(args.format, args.text_field, args.id_field or None, args.lines, args.max_chars)
@@ -187,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class JobMissing(RuntimeError):
+    """``run`` without the ``job`` extra installed."""
+
+
+def _job_errors() -> tuple[type[Exception], ...]:
+    """The render job's errors that mean a mistake to fix (none when the job is not installed)."""
+    try:
+        from pixeltext_render.job.dask_cluster import DaskUnavailable
+        from pixeltext_render.job.shards import JobConflict
+        from pixeltext_render.job.sources import CorpusChanged
+    except ImportError:
+        return ()
+    return (CorpusChanged, DaskUnavailable, JobConflict)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -201,12 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(level)
 
     from pixeltext_render.assets import AssetError
-    from pixeltext_render.dask_cluster import DaskUnavailable
     from pixeltext_render.fonts import FontError
-    from pixeltext_render.shards import JobConflict
-    from pixeltext_render.sources import CorpusChanged
 
-    refused = (AssetError, CorpusChanged, DaskUnavailable, FontError, JobConflict, OSError, ValueError)
+    refused = (AssetError, FontError, JobMissing, OSError, ValueError, *_job_errors())
     try:
         return args.run(args, unknown) if passes_unknown else args.run(args)
     except refused as error:

@@ -298,7 +298,7 @@ class PatchEmbedding(nn.Module):
 
     Ink rather than brightness: blank paper is zero, so the projection sees the glyphs, not a
     constant white vector that LayerNorm then spreads over every patch alike (with brightness
-    inputs, a small model could not even fit a two-class task from pixels; measured in #5).
+    inputs, a small model could not even fit a two-class task from pixels; measured).
     """
 
     def __init__(self, config: ModelConfig):

@@ -14,9 +14,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -81,7 +81,7 @@ class ContinuedCSVLogger(CSVLogger):
     @property
     def experiment(self):
         writer = super().experiment  # (on ranks other than zero, a stand-in that writes nothing)
-        if self._history and isinstance(writer, _ExperimentWriter):
+        if self._history and rank_zero_only.rank == 0:
             keys = sorted({key for row in self._history for key in row})
             with open(writer.metrics_file_path, "w", newline="", encoding="utf-8") as handle:
                 table = csv.DictWriter(handle, fieldnames=keys)

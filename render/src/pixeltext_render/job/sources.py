@@ -32,8 +32,8 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pixeltext_render.compression import SUFFIXES, compression_suffix, open_decompressed
-from pixeltext_render.grouping import GroupInto
+from pixeltext_render.job.compression import SUFFIXES, compression_suffix, open_decompressed
+from pixeltext_render.job.grouping import GroupInto
 from pixeltext_render.schema import is_safe_key, key_hash
 
 _GLOB = re.compile(r"[*?\[{]")

@@ -45,12 +45,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pixeltext_render.config import RenderConfig
-from pixeltext_render.dask_cluster import DASK_RUNNER, dask_cluster
-from pixeltext_render.grouping import GroupInto
-from pixeltext_render.planning import Chunk, ReadChunks, WritePlan, read_plan
-from pixeltext_render.renderer import RenderedDocument, Renderer
-from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, sample_key, shard_name
-from pixeltext_render.shards import (
+from pixeltext_render.job.dask_cluster import DASK_RUNNER, dask_cluster
+from pixeltext_render.job.grouping import GroupInto
+from pixeltext_render.job.planning import Chunk, ReadChunks, WritePlan, read_plan
+from pixeltext_render.job.shards import (
     BLOCK_SHARDS,
     OUTPUT_NAMES,
     ShardPart,
@@ -65,7 +63,7 @@ from pixeltext_render.shards import (
     write_shard,
     write_summary,
 )
-from pixeltext_render.sources import (
+from pixeltext_render.job.sources import (
     CorpusChanged,
     Document,
     ParseFile,
@@ -74,6 +72,8 @@ from pixeltext_render.sources import (
     SurveyCorpus,
     resolve_pattern,
 )
+from pixeltext_render.renderer import RenderedDocument, Renderer
+from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, sample_key, shard_name
 from pixeltext_render.tokenizers import tokenizer_record
 
 LOCAL_RUNNERS = ("DirectRunner",)

@@ -32,8 +32,8 @@ import numpy as np
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from pixeltext_render.shards import plan_block_path, plan_path, read_bytes, write_atomically
-from pixeltext_render.sources import LAYOUT, CorpusFile, FilePart, KeyBatch, PartSurvey
+from pixeltext_render.job.shards import plan_block_path, plan_path, read_bytes, write_atomically
+from pixeltext_render.job.sources import LAYOUT, CorpusFile, FilePart, KeyBatch, PartSurvey
 
 _DIGEST = np.dtype([("high", ">u8"), ("low", ">u4")])  # a 12-byte key hash (``key_digest``)
 PLAN_BLOCK_CHUNKS = 10_000  # chunks per block of the plan (about 2.5 MB)
