@@ -3,7 +3,7 @@
 - language understanding (``task=rotten_tomatoes``, a GLUE task, ``xnli``, ``custom``):
   fine-tune with a sequence head, score, write ``results.json``;
 - ``task=intrinsic``: held-out next-token loss, bits per byte and next-patch loss;
-- ``task=reconstruct text="..."``: ``reconstruction.png``, the strip and the model's
+- ``task=reconstruct prompt="..."``: ``reconstruction.png``, the strip and the model's
   next-patch predictions under it;
 - ``task=generate modality=text|pixel|read prompt="..."`` (or ``prompt_image=strip.png``):
   ``generation.json`` and, for pixel and read, ``generation.png``;
@@ -55,9 +55,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
         print(f"results: {run_dir / 'results.json'}")
         return
     if cfg.task == "reconstruct":
-        if not cfg.text:
-            raise SystemExit('task=reconstruct needs text="..."')
-        print(write_reconstruction(backbone, cfg.text, run_dir / "reconstruction.png", cfg.max_patches))
+        if not cfg.prompt:
+            raise SystemExit('task=reconstruct needs prompt="..." (the text to render)')
+        print(write_reconstruction(backbone, cfg.prompt, run_dir / "reconstruction.png", cfg.max_patches))
         return
     if cfg.task == "intrinsic":
         results = intrinsic(backbone, cfg.shards, cfg.val_fraction, cfg.max_strips)

@@ -273,7 +273,7 @@ def test_eval_run_writes_results_and_pictures(tiny_checkpoint, tmp_path):
         "eval/run.py",
         "task=reconstruct",
         f"checkpoint={tiny_checkpoint}",
-        'text="Hello there, pixels."',
+        'prompt="Hello there, pixels."',
         f"hydra.run.dir={out}",
     ]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)

@@ -16,7 +16,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pixeltext_render import sources
+from pixeltext_render.job import sources
 from pixeltext_render.job.pipeline import RenderJob, run
 from pixeltext_render.job.shards import read_rejections, read_shard_index
 from pixeltext_render.job.sources import (

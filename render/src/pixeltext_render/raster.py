@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.fonts import ColorInk, FontChain, MonoInk
-
-if TYPE_CHECKING:
-    from pixeltext_render.shaping import Glyphs
+from pixeltext_render.glyphs import Glyphs
 
 
 def coverage_colors(text_color, background) -> np.ndarray:

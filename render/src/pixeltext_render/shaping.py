@@ -8,7 +8,6 @@ characters lies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
 from typing import NamedTuple
@@ -17,27 +16,8 @@ import numpy as np
 import uharfbuzz as hb
 
 from pixeltext_render.fonts import ColorInk, FontChain
+from pixeltext_render.glyphs import Glyphs
 from pixeltext_render.raster import InkCache
-
-
-@dataclass(frozen=True)
-class Glyphs:
-    """Shaped glyphs of a text in visual order, in whole pixels from the text's start.
-
-    Plain lists: a piece has a handful of glyphs, too few for arrays to pay off.
-    """
-
-    fonts: list[int]  # font index in the chain
-    ids: list[int]  # glyph id in that font
-    clusters: list[int]  # first character of the glyph's cluster
-    x: list[int]  # pen position + x offset
-    y: list[int]  # rows above the baseline (y offset)
-    pen: list[int]  # pen position before the glyph
-    advance: list[int]
-
-    @property
-    def width(self) -> int:
-        return sum(self.advance)
 
 
 class Piece(NamedTuple):

@@ -38,7 +38,7 @@ from pixeltext_train.storage import ShardRecord, read_manifest, shard_records, s
 from pixeltext_train.stream import ErrorBudget, SampleStream, StreamState
 
 log = logging.getLogger(__name__)
-KINDS = ("pixel", "text", "pair")
+MODALITIES = ("pixel", "text", "pair")  # what a sequence is made of: pre-training and fine-tuning alike
 STATE_VERSION = 2  # the data module's checkpoint state: every reader's stream state
 
 
@@ -58,7 +58,7 @@ class Regimen:
     def choose(self, rng: np.random.Generator) -> str:
         """A kind of sequence, drawn with the regimen's frequencies."""
         bounds = np.cumsum([self.pixel, self.text, self.pair])
-        return KINDS[min(int(np.searchsorted(bounds, rng.random() * bounds[-1], side="right")), 2)]
+        return MODALITIES[min(int(np.searchsorted(bounds, rng.random() * bounds[-1], side="right")), 2)]
 
 
 class StreamMark:
@@ -91,7 +91,7 @@ class Batch(NamedTuple):
     patches: torch.Tensor  # uint8 [B, L, patch_dim]; zeros at token positions
     is_patch: torch.Tensor  # bool [B, L]
     real: torch.Tensor  # bool [B, L]: not padding
-    kinds: torch.Tensor  # int64 [S]: each sequence's kind, an index into KINDS
+    kinds: torch.Tensor  # int64 [S]: each sequence's kind, an index into MODALITIES
     keys: tuple[str, ...] = ()  # each sequence's sample key and kind, "<key>/<kind>" (influence records)
     stream: StreamMark | None = None  # training batches: where their reader's stream stands
     packing: Packing | None = None  # rows holding several sequences; None: one sequence per row
@@ -189,7 +189,7 @@ def collate_rows(
             end = at + k + len(ids)
             positions[r, at:end] = np.arange(end - at)
             segments[r, at:end] = len(kinds)
-            kinds.append(KINDS.index(kind))
+            kinds.append(MODALITIES.index(kind))
             at = end
     packing = Packing(torch.from_numpy(positions), torch.from_numpy(segments)) if packed else None
     return Batch(

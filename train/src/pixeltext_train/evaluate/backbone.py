@@ -18,11 +18,9 @@ import numpy as np
 from pixeltext_render import RenderConfig, Renderer
 from pixeltext_render.text import normalize_text
 from pixeltext_train.checkpoints import load_pretraining
-from pixeltext_train.data import SequenceSpec, strip_patches
+from pixeltext_train.data import MODALITIES, SequenceSpec, strip_patches
 from pixeltext_train.evaluate.tasks import Example
 from pixeltext_train.model import ModelConfig, PixelTextModel
-
-MODALITIES = ("pixel", "text", "pair")
 
 
 @dataclass
