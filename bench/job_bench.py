@@ -31,9 +31,9 @@ from stage_clock import StageClock
 from zlib_ng import zlib_ng
 
 from pixeltext_render import Renderer
+from pixeltext_render.format.sample import encode_png
 from pixeltext_render.job.corpora import default_corpus, django_catalogue, django_messages
 from pixeltext_render.job.pipeline import RenderJob, process_renderer, run
-from pixeltext_render.schema import encode_png
 
 MIX_LANGUAGES = ("fr", "es", "de")
 MIX_DOCUMENTS_PER_LANGUAGE = 5

@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from pixeltext_render.assets import asset_path
+from pixeltext_render.format.folder import MANIFEST
 from pixeltext_render.job.corpora import django_languages, django_messages
 
 WORKERS = 2
@@ -81,7 +82,7 @@ def run_job(corpus: Path, out: Path, runner: str) -> dict:
     seconds = time.perf_counter() - start
     if job.returncode != 0:
         raise SystemExit(f"the job failed: {job.stderr.read().decode()[-2000:]}")
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     workers = [rss for pid, rss in peaks.items() if pid != job.pid]
     return {
         "seconds": seconds,

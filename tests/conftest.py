@@ -206,7 +206,9 @@ def corrupt_shards(tiny_shards, tmp_path_factory) -> Path:
 def every_sample(shards: Path, regimen=(1, 0, 0), max_positions: int = 64, **options):
     """A stream of every sample of every shard once, in file order, one per batch (the
     validation split of a 100% split)."""
-    from pixeltext_train.data import Regimen, ShardDataModule, StripSequences
+    from pixeltext_train.data.datamodule import ShardDataModule
+    from pixeltext_train.data.dataset import StripSequences
+    from pixeltext_train.data.regimen import Regimen
 
     data = ShardDataModule(
         str(shards), batch_size=1, num_workers=0, max_positions=max_positions, packing=False

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,10 +205,8 @@ def test_the_converter_command_says_what_is_wrong_in_a_sentence(tmp_path):
     official_folder(tmp_path / "official")
     _edit_config(tmp_path / "official", num_attention_heads=0)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pixeltext_train.convert",
+        [  # the console script the package installs
+            str(Path(sys.executable).with_name("pixeltext-convert")),
             str(tmp_path / "official"),
             str(tmp_path / "out.ckpt"),
         ],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pixeltext_train.data import ShardDataModule
+from pixeltext_train.data.datamodule import ShardDataModule
 from pixeltext_train.evaluate.backbone import load_backbone, sequence_spec
 from pixeltext_train.evaluate.finetune import ClassifierModule, FinetuneOptions, finetune, loader, prepare
 from pixeltext_train.influence.record import InfluenceRecorder, read_recording

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from pixeltext_render import RenderConfig, Renderer
 from pixeltext_render.job.pipeline import RenderJob, run
+from pixeltext_render.job.readers.base import ReadOptions
 from pixeltext_render.job.shards import read_manifest, read_rejections, read_shard_index
-from pixeltext_render.job.sources import ReadOptions
 from pixeltext_render.text import normalize_text
 
 

@@ -16,7 +16,7 @@ from distributed import Client, LocalCluster
 
 from pixeltext_render.job.dask_cluster import DaskUnavailable, dask_cluster
 from pixeltext_render.job.pipeline import RenderJob, run
-from pixeltext_render.job.sources import ReadOptions
+from pixeltext_render.job.readers.base import ReadOptions
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_a_killed_dask_job_reruns_to_the_same_bytes(tmp_path, dirty_corpus, dire
         command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 180
-    while len(list(out.glob(".parts/shard-*.json"))) < 2 and time.monotonic() < deadline:
+    while len(list(out.glob(".work/shard-*.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # the launcher, its cluster and every worker
     process.wait()

@@ -16,21 +16,12 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pixeltext_render.job import sources
+from pixeltext_render.job import survey as first_pass
 from pixeltext_render.job.pipeline import RenderJob, run
+from pixeltext_render.job.readers.base import CorpusFile, Document, FilePart, ReadOptions, Rejection
+from pixeltext_render.job.readers.files import ParseFile
 from pixeltext_render.job.shards import read_rejections, read_shard_index
-from pixeltext_render.job.sources import (
-    LAYOUT,
-    CorpusFile,
-    Document,
-    FilePart,
-    KeyBatch,
-    ParseFile,
-    PartSurvey,
-    ReadOptions,
-    SurveyFile,
-    key_digest,
-)
+from pixeltext_render.job.survey import ALL_SURVEYS, KeyBatch, PartSurvey, SurveyFile, key_digest
 
 COMPRESS = {"": bytes, ".gz": gzip.compress, ".bz2": bz2.compress, ".zst": zstandard.compress}
 OPTIONS = ReadOptions(max_chars=40)  # records over 160 bytes are "too long"
@@ -58,8 +49,8 @@ def survey(
 ) -> tuple[list[PartSurvey], list[KeyBatch]]:
     """The first pass over one file, every document estimated at one strip per 10 characters."""
     found = list(SurveyFile(options, lambda text: 1 + len(text) // 10, part_strips).process(file))
-    parts = [s for group, s in found if group == LAYOUT]
-    return parts, [batch for group, batch in found if group != LAYOUT]
+    parts = [s for group, s in found if group == ALL_SURVEYS]
+    return parts, [batch for group, batch in found if group != ALL_SURVEYS]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -80,7 +71,7 @@ def test_a_file_cut_in_parts_gives_the_records_of_the_file_read_whole(
     raw = (("\ufeff" if bom else "") + "\n".join(lines) + end).encode()
     file = corpus_file(tmp_path, "f" + kind + suffix, COMPRESS[suffix](raw))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sources, "SPLIT_BYTES", least_bytes)
+        patch.setattr(first_pass, "SPLIT_BYTES", least_bytes)
         parts, batches = survey(file, options, part_strips)
     whole = read([FilePart(file)], options)
     assert read([s.part for s in parts], options) == whole
@@ -109,12 +100,12 @@ def test_a_damaged_compressed_file_cut_in_parts_keeps_what_came_before(tmp_path,
     records = [json.dumps({"id": f"r{i}", "text": f"Record {i}."}) for i in range(200)]
     whole = gzip.compress(("\n".join(records) + "\n").encode())
     file = corpus_file(tmp_path, "cut.jsonl.gz", whole[: len(whole) * 2 // 3])
-    monkeypatch.setattr(sources, "SPLIT_BYTES", 500)
+    monkeypatch.setattr(first_pass, "SPLIT_BYTES", 500)
     parts, _ = survey(file, OPTIONS, part_strips=5)
     assert len(parts) > 3
     found = read([s.part for s in parts], OPTIONS)
     assert found == read([FilePart(file)], OPTIONS)
-    assert isinstance(found[-1], sources.Rejection) and "the rest is lost" in found[-1].reason
+    assert isinstance(found[-1], Rejection) and "the rest is lost" in found[-1].reason
     assert [r.key for r in found[:-1]] == [f"r{i}" for i in range(len(found) - 1)]
 
 
@@ -130,7 +121,7 @@ def test_duplicate_ids_keep_the_first_record_in_file_order_across_chunks(tmp_pat
     for name, rows in files.items():
         data = "".join(json.dumps({"id": ids[i], "text": paragraphs[i]}) + "\n" for i in rows).encode()
         (corpus / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
-    monkeypatch.setattr(sources, "SPLIT_BYTES", 0)
+    monkeypatch.setattr(first_pass, "SPLIT_BYTES", 0)
     run(RenderJob((str(corpus),), str(tmp_path / "out"), shard_samples=1), workers=1, progress=False)
     order = [(name, line) for name in sorted(files) for line in range(1, 9)]
     rows = [i for name in sorted(files) for i in files[name]]

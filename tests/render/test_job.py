@@ -27,8 +27,11 @@ from PIL import Image
 
 from pixeltext_render import RenderConfig, Renderer
 from pixeltext_render.cli import main as cli_main
+from pixeltext_render.format.sample import MEMBERS, decode_sample, encode_png
+from pixeltext_render.format.tar import tar_bytes
 from pixeltext_render.job import pipeline as render_pipeline
 from pixeltext_render.job.corpora import default_corpus
+from pixeltext_render.job.filesystems import resolve_pattern
 from pixeltext_render.job.pipeline import (
     RenderJob,
     beam_options,
@@ -39,22 +42,15 @@ from pixeltext_render.job.pipeline import (
     run,
 )
 from pixeltext_render.job.planning import read_plan
+from pixeltext_render.job.readers.base import ReadOptions
+from pixeltext_render.job.readers.files import CorpusChanged, ParseFile, file_parts
 from pixeltext_render.job.shards import (
     JobConflict,
     read_manifest,
     read_rejections,
     read_shard_index,
-    tar_bytes,
 )
-from pixeltext_render.job.sources import (
-    CorpusChanged,
-    MatchCorpus,
-    ParseFile,
-    ReadOptions,
-    file_parts,
-    resolve_pattern,
-)
-from pixeltext_render.schema import MEMBERS, decode_sample, encode_png
+from pixeltext_render.job.survey import MatchCorpus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -189,9 +185,9 @@ def test_a_plan_that_names_a_file_outside_the_corpus_is_refused(tmp_path, corpus
     run(job(corpus, out, shard_samples=10), workers=1, progress=False)
     secret = tmp_path / "secret.jsonl"
     secret.write_text(json.dumps({"id": "s", "text": "not part of the corpus"}) + "\n")
-    block = out / ".parts" / "plan-000000.jsonl"
+    block = out / ".work" / "plan-000000.jsonl"
     block.write_text(block.read_text().replace(str(corpus / "part-a.jsonl"), str(secret)))
-    for finished in [out / "manifest.json", *out.glob("shard-*.tar"), *out.glob(".parts/shard-*.json")]:
+    for finished in [out / "manifest.json", *out.glob("shard-*.tar"), *out.glob(".work/shard-*.json")]:
         finished.unlink()
     with pytest.raises(ValueError, match="no corpus pattern of this job matches"):
         run(job(corpus, out, shard_samples=10), workers=1, progress=False)
@@ -266,7 +262,7 @@ def test_shards_written_before_a_change_is_seen_are_dropped(tmp_path, wiki, monk
     monkeypatch.setattr(render_pipeline, "read_plan", edit_after_planning)
     with pytest.raises(CorpusChanged):
         run(request, workers=1, progress=False)
-    assert not list(out.glob("shard-*.tar")) and not list(out.glob(".parts/shard-*.json"))
+    assert not list(out.glob("shard-*.tar")) and not list(out.glob(".work/shard-*.json"))
     monkeypatch.setattr(render_pipeline, "read_plan", planned)
     stat = corpus_file.stat()
     corpus_file.write_bytes(original)
@@ -524,7 +520,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(tmp_path, corpus):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while len(list((resumed / ".parts").glob("shard-*.json"))) < 3 and time.monotonic() < deadline:
+    while len(list((resumed / ".work").glob("shard-*.json"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()

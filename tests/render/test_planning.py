@@ -16,12 +16,13 @@ from pixeltext_render.job.pipeline import _shard_within
 from pixeltext_render.job.planning import (
     Chunk,
     ReadChunks,
-    chunk_layout,
+    assign_chunks,
     duplicate_records,
     read_plan,
     write_plan,
 )
-from pixeltext_render.job.sources import CorpusFile, FilePart, KeyBatch, PartSurvey, key_digest
+from pixeltext_render.job.readers.base import CorpusFile, FilePart
+from pixeltext_render.job.survey import KeyBatch, PartSurvey, key_digest
 
 SURVEYS = st.lists(
     st.tuples(st.sampled_from("abcde"), st.integers(0, 5), st.integers(0, 30)),
@@ -40,7 +41,7 @@ def test_chunks_take_every_part_once_in_file_order_and_own_consecutive_shards(
 ):
     parts = [part_survey(*s) for s in surveys]
     chunk_strips = shard_samples * chunk_shards
-    chunks = chunk_layout(parts[::-1], shard_samples, chunk_strips)
+    chunks = assign_chunks(parts[::-1], shard_samples, chunk_strips)
     in_order = sorted(parts, key=lambda s: (s.part.file.name, s.part.first_row))
     assert [p for c in chunks for p in c.parts] == [s.part for s in in_order]
     assert [c.index for c in chunks] == list(range(len(chunks)))
@@ -105,7 +106,7 @@ def test_duplicates_are_every_record_after_the_first_of_its_key_in_file_order(re
 def test_the_plan_in_blocks_gives_back_every_chunk_with_the_duplicates_its_parts_hold(
     surveys, block_chunks, data
 ):
-    chunks = chunk_layout([part_survey(*s) for s in surveys], 2, 4)
+    chunks = assign_chunks([part_survey(*s) for s in surveys], 2, 4)
     parts = [(part.file.path, part.first_row) for chunk in chunks for part in chunk.parts]
     duplicates: dict[str, list[int]] = {}
     for path, first_row in data.draw(st.lists(st.sampled_from(parts), max_size=10)) if parts else []:
@@ -133,8 +134,8 @@ def test_the_plan_in_blocks_gives_back_every_chunk_with_the_duplicates_its_parts
             assert max(start for start in starts[path] if start[0] < position)[1] == chunk.index
 
 
-def test_a_plan_in_the_earlier_one_file_layout_is_an_error_that_says_what_to_do(tmp_path):
-    (tmp_path / ".parts").mkdir()
-    (tmp_path / ".parts" / "plan.json").write_text(json.dumps({"chunks": [], "shards": 0}))
-    with pytest.raises(ValueError, match="earlier layout; delete it and rerun"):
+def test_a_plan_in_the_earlier_one_file_format_is_an_error_that_says_what_to_do(tmp_path):
+    (tmp_path / ".work").mkdir()
+    (tmp_path / ".work" / "plan.json").write_text(json.dumps({"chunks": [], "shards": 0}))
+    with pytest.raises(ValueError, match="earlier format; delete it and rerun"):
         read_plan(str(tmp_path))

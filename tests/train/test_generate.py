@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pixeltext_train.data import SequenceSpec, collate, make_sequence, strip_patches
+from pixeltext_train.data.batches import collate
+from pixeltext_train.data.sequences import SequenceSpec, make_sequence, strip_patches
 from pixeltext_train.generate import (
     Prompt,
     Sampling,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pixeltext_train.data import Batch
+from pixeltext_train.data.batches import Batch
 from pixeltext_train.losses import normalized_patch_mse, patch_targets, token_targets
 from pixeltext_train.model import ModelConfig, PixelTextModel
 from pixeltext_train.module import PixelTextLM
@@ -53,9 +53,8 @@ def test_shapes_and_heads(module):
 
 
 def test_paper_size():
-    config = ModelConfig(
-        num_layers=24, hidden_size=1024, num_heads=16, num_kv_heads=8, intermediate_size=2816
-    )
+    paper = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "paper.yaml"))
+    config = ModelConfig(**paper, vocab_size=32000)
     with torch.device("meta"):
         model = PixelTextModel(config)
     assert round(model.num_parameters(embeddings=False) / 1e6, 1) == 317.5

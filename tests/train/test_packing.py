@@ -9,7 +9,9 @@ import torch
 from conftest import every_sample
 
 import pixeltext_train.model as model_code
-from pixeltext_train.data import ShardDataModule, collate, collate_rows, length
+from pixeltext_train.data.batches import collate, collate_rows
+from pixeltext_train.data.datamodule import ShardDataModule
+from pixeltext_train.data.sequences import length
 from pixeltext_train.module import PixelTextLM
 
 from numerics import EFFECT, KERNEL

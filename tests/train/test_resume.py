@@ -17,7 +17,7 @@ import torch
 
 from pixeltext_train.checkpoints import load_plain
 from pixeltext_train.cli import PREEMPTED
-from pixeltext_train.data import ShardDataModule
+from pixeltext_train.data.datamodule import ShardDataModule
 from pixeltext_train.evaluate.finetune import FinetuneOptions
 from pixeltext_train.influence.record import read_recording
 from pixeltext_train.resume import ResumeError

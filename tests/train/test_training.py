@@ -11,15 +11,12 @@ import torch
 import webdataset as wds
 from omegaconf import OmegaConf
 
-from pixeltext_render.schema import decode_sample
-from pixeltext_train.data import (
-    Regimen,
-    SequenceSpec,
-    ShardDataModule,
-    StripSequences,
-    collate,
-    make_sequence,
-)
+from pixeltext_render.format.sample import decode_sample
+from pixeltext_train.data.batches import collate
+from pixeltext_train.data.datamodule import ShardDataModule
+from pixeltext_train.data.dataset import StripSequences
+from pixeltext_train.data.regimen import Regimen
+from pixeltext_train.data.sequences import SequenceSpec, make_sequence
 from pixeltext_train.losses import targets
 from pixeltext_train.module import PixelTextLM
 from pixeltext_train.train import train

@@ -24,9 +24,9 @@ import pytest
 import torch
 from conftest import CORRUPTIONS, REPO, every_sample
 
-from pixeltext_render.schema import ManifestError
+from pixeltext_render.format.folder import ManifestError
 from pixeltext_train.checkpoints import CheckpointError, load_plain
-from pixeltext_train.data import ShardDataModule
+from pixeltext_train.data.datamodule import ShardDataModule
 from pixeltext_train.evaluate.backbone import load_backbone
 from pixeltext_train.export import ExportError, export_checkpoint
 from pixeltext_train.module import TrainingDiverged
@@ -35,7 +35,7 @@ from pixeltext_train.train import train
 
 
 def test_every_broken_sample_and_shard_is_counted_once_and_named(corrupt_shards, tiny_shards, caplog):
-    caplog.set_level(logging.WARNING, logger="pixeltext_train.stream")
+    caplog.set_level(logging.WARNING, logger="pixeltext_train.data.stream")
     stream = every_sample(corrupt_shards)
     keys = [key for batch in stream for key in batch.keys]
     clean = [key for batch in every_sample(tiny_shards) for key in batch.keys]
@@ -60,7 +60,7 @@ def test_every_broken_sample_and_shard_is_counted_once_and_named(corrupt_shards,
 
 
 def test_a_shard_that_is_not_what_its_index_records_is_counted_and_named(tiny_shards, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="pixeltext_train.stream")
+    caplog.set_level(logging.WARNING, logger="pixeltext_train.data.stream")
     shutil.copytree(tiny_shards, tmp_path / "shards")
     clean = [key for batch in every_sample(tiny_shards) for key in batch.keys]
     changed = tmp_path / "shards" / "shard-000002.tar"

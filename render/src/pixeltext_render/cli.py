@@ -81,11 +81,15 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         from pixeltext_render.job.corpora import default_corpus
         from pixeltext_render.job.pipeline import RenderJob, run
-        from pixeltext_render.job.sources import ReadOptions
+        from pixeltext_render.job.readers.base import ReadOptions
     except ImportError as error:
+        if (error.name or "").startswith("pixeltext_render"):
+            raise  # (our own module: a broken install, not a missing extra)
         raise JobMissing(
             f"the render job needs its extra ({error.name} is missing): pip install 'pixeltext-render[job]'"
         ) from None
+
+    from pixeltext_render.format.folder import REJECTED
 
     corpus = tuple(args.corpus or [str(default_corpus())])
     read = ReadOptions(args.format, args.text_field, args.id_field or None, args.lines, args.max_chars)
@@ -100,7 +104,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(
         f"rendered {totals['documents']} documents into {totals['strips']} strips in {totals['shards']} "
         f"shards ({totals['bytes'] / 1e6:.1f} MB, {totals['strips'] / seconds:.0f} strips/s); "
-        f"{totals['rejected']} rejected (see rejected/), {totals['missing_glyphs']} missing glyphs, "
+        f"{totals['rejected']} rejected (see {REJECTED}/), {totals['missing_glyphs']} missing glyphs, "
         f"{totals['changed_chars']} characters changed by normalisation -> {job.out}"
     )
     return 0
@@ -154,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--out", default="outputs/shards", help="output folder (local or any Beam filesystem)")
     job.add_argument(
         "--format",
-        choices=["auto", "parquet", "jsonl", "text"],  # (the formats sources.py reads)
+        choices=["auto", "parquet", "jsonl", "text"],  # (the formats job/readers/ reads)
         default="auto",
         help="input format; auto goes by file extension",
     )
@@ -203,8 +207,8 @@ def _job_errors() -> tuple[type[Exception], ...]:
     """The render job's errors that mean a mistake to fix (none when the job is not installed)."""
     try:
         from pixeltext_render.job.dask_cluster import DaskUnavailable
+        from pixeltext_render.job.readers.files import CorpusChanged
         from pixeltext_render.job.shards import JobConflict
-        from pixeltext_render.job.sources import CorpusChanged
     except ImportError:
         return ()
     return (CorpusChanged, DaskUnavailable, JobConflict)

@@ -18,7 +18,7 @@ import uharfbuzz as hb
 
 from pixeltext_render.bidi import embedding_levels, has_rtl, visual_order
 from pixeltext_render.config import RENDERER_VERSION, RenderConfig, fingerprint
-from pixeltext_render.fonts import FontChain, engine_versions
+from pixeltext_render.fonts import ColorInk, FontChain, engine_versions
 from pixeltext_render.raster import Canvas, InkCache, Line
 from pixeltext_render.shaping import Piece, Shaper
 from pixeltext_render.text import display_table, grapheme_starts, normalize_text, piece_bounds
@@ -75,16 +75,78 @@ class RenderedDocument:
         return sum(s.missing_glyphs for s in self.strips)
 
 
-class _Layout(NamedTuple):
+@dataclass(slots=True)
+class _PieceColumns:
+    """Shaped pieces transposed, one entry per piece (logical order) in each field.
+
+    Built once per text, so placing a strip slices arrays instead of looping over pieces.
+    The pieces' character extents are per character, not per piece: see ``_ShapedText``.
+    """
+
+    width: np.ndarray  # int64: each piece's advance
+    missing: np.ndarray  # int64: characters no font has
+    ink: tuple[np.ndarray, ...]  # packed ink (see raster.Geometry)
+    ink_count: np.ndarray  # int64
+    ink_left: np.ndarray  # int64
+    ink_right: np.ndarray  # int64
+    colors: tuple[tuple[tuple[int, ColorInk], ...], ...]
+
+    @classmethod
+    def of(cls, pieces: list[Piece]) -> _PieceColumns:
+        """The columns of ``pieces`` (one ``zip`` for the whole text)."""
+        if not pieces:
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, (), empty, empty, empty, ())
+        width, missing, _, ink, count, ink_left, ink_right, colors = zip(*pieces, strict=True)
+        numbers = np.array((width, missing, count, ink_left, ink_right), np.int64)  # one call, not five
+        return cls(numbers[0], numbers[1], ink, numbers[2], numbers[3], numbers[4], colors)
+
+    def slice(self, first: int, stop: int) -> _PieceColumns:
+        """Pieces ``first:stop`` (arrays as views)."""
+        return _PieceColumns(
+            self.width[first:stop],
+            self.missing[first:stop],
+            self.ink[first:stop],
+            self.ink_count[first:stop],
+            self.ink_left[first:stop],
+            self.ink_right[first:stop],
+            self.colors[first:stop],
+        )
+
+    def replaced(self, pieces: dict[int, Piece]) -> _PieceColumns:
+        """A copy with the pieces at these indices replaced (pieces cut by a strip's edge)."""
+        width, missing, count, ink_left, ink_right = (
+            a.copy() for a in (self.width, self.missing, self.ink_count, self.ink_left, self.ink_right)
+        )
+        ink, colors = list(self.ink), list(self.colors)
+        for index, piece in pieces.items():
+            width[index], missing[index], count[index] = piece.width, piece.missing, piece.ink_count
+            ink_left[index], ink_right[index] = piece.ink_left, piece.ink_right
+            ink[index], colors[index] = piece.ink, piece.colors
+        return _PieceColumns(width, missing, tuple(ink), count, ink_left, ink_right, tuple(colors))
+
+    def line(self) -> Line:
+        """The pieces' ink, as the canvas draws it."""
+        return Line(self.ink, self.ink_count, self.ink_left, self.ink_right, self.colors)
+
+
+class _ShapedText(NamedTuple):
     """A text cut into shaped pieces, in logical order."""
 
     text: str
     bounds: np.ndarray  # piece boundaries: 0, ..., len(text)
     levels: np.ndarray  # bidi level of each piece
-    pieces: list[Piece]
-    columns: list[tuple]  # the pieces transposed: one tuple per Piece field
+    columns: _PieceColumns
     extents: np.ndarray  # [3, len(text)]: the pieces' character extents, each from its piece
     widths: np.ndarray  # prefix sums of character advances, [len(text) + 1]
+
+
+class _PairFit(NamedTuple):
+    """How much of each text of a pair fits in a strip."""
+
+    ends: tuple[int, int]  # characters kept of each text
+    token_ends: tuple[int, int]  # tokens kept of each text
+    truncated: bool  # tokens were dropped
 
 
 class _Placed(NamedTuple):
@@ -148,18 +210,18 @@ class Renderer:
         normalized = normalize_text(text)
         text = normalized.text
         encoding = self.tokenizer.encode(text)
-        layout = self._layout(text)
-        cuts = _Cuts(layout, encoding)
+        shaped = self._shape(text)
+        cuts = _Cuts(shaped, encoding)
         strips = []
         start, first_token, capacity, before = 0, 0, self._capacity, None
         while not strips or start < len(text):
             end, end_token, overflow = cuts.next(start, capacity, before)
-            placed = self._place(layout, start, end, self.config.margin_left)
+            placed = self._place(shaped, start, end, self.config.margin_left)
             image, ink_right = self.canvas.draw(placed.origins, placed.line)
             right = max(placed.right, ink_right)
             needed = self._patches_for(right) if end > start else 0
             if needed > self.config.max_patches - 1 and not overflow:
-                # placed wider than the layout's advances said (ink overhanging the pen, or a
+                # placed wider than the shaped advances said (ink overhanging the pen, or a
                 # cluster shaped anew where it is cut): end earlier than this, which terminates
                 over = max(right - placed.right, right - self._right_limit, 1)
                 capacity, before = capacity - over, end
@@ -197,26 +259,11 @@ class Renderer:
         patch, margin = self.config.patch_size, self.config.margin_left
         texts = [normalize_text(text).text, normalize_text(text_pair).text]
         encodings = [self.tokenizer.encode(t) for t in texts]
-        layouts = [self._layout(t) for t in texts]
-        ends = [len(t) for t in texts]
-        token_ends = [len(e) for e in encodings]
-        # where each text may be cut (token starts between characters), and how far each cut is
-        cuts = [np.sort(e.clean_breaks()) for e in encodings]
-        kept = [int(np.searchsorted(c, len(e))) for c, e in zip(cuts, encodings, strict=True)]
-        truncated = False
-        while True:
-            widths = [int(layout.widths[end]) for layout, end in zip(layouts, ends, strict=True)]
-            first_patches = self._patches_for(margin + widths[0])
-            if first_patches + 1 + self._patches_for(margin + widths[1]) <= limit - 1:
-                break
-            longer = int(widths[1] > widths[0])  # drop the last whole token of the longer text
-            kept[longer] = max(kept[longer] - 1, 0)
-            token_ends[longer] = int(cuts[longer][kept[longer]]) if kept[longer] else 0
-            ends[longer] = int(encodings[longer].spans[token_ends[longer], 0]) if token_ends[longer] else 0
-            truncated = True
-        first = self._place(layouts[0], 0, ends[0], margin)
+        shaped = [self._shape(t) for t in texts]
+        ends, token_ends, truncated = self._fit_pair(shaped, encodings, limit)
+        first = self._place(shaped[0], 0, ends[0], margin)
         separator = self._patches_for(first.right) if ends[0] else 0
-        second = self._place(layouts[1], 0, ends[1], (separator + 1) * patch + margin)
+        second = self._place(shaped[1], 0, ends[1], (separator + 1) * patch + margin)
         both = Line(
             *(
                 a + b if isinstance(a, tuple) else np.concatenate([a, b])
@@ -248,9 +295,39 @@ class Renderer:
             truncated=truncated,
         )
 
-    # -- layout ------------------------------------------------------------------------
+    def _fit_pair(self, shaped: list[_ShapedText], encodings: list[Encoding], limit: int) -> _PairFit:
+        """How much of each text of a pair fits in ``limit`` patches with the separator and
+        end patches, measured by shaped advances (placing clips a rare overhang to the limit).
 
-    def _layout(self, text: str) -> _Layout:
+        While they do not fit, the last whole token of whichever text is wider at that point
+        is dropped, one token at a time: trimming the wider text first evens the two out, so
+        both keep as much as they can (a long premise is cut, not the short hypothesis after
+        it), and trimming from the end keeps each text's beginning. Cuts fall only before a
+        token that starts cleanly (``Encoding.clean_breaks``), so the tokens kept are a
+        prefix of each text's tokens and are the tokens of the text kept.
+        """
+        margin = self.config.margin_left
+        ends = [len(s.text) for s in shaped]
+        token_ends = [len(e) for e in encodings]
+        # where each text may be cut (token starts between characters), and how far each cut is
+        cuts = [np.sort(e.clean_breaks()) for e in encodings]
+        kept = [int(np.searchsorted(c, len(e))) for c, e in zip(cuts, encodings, strict=True)]
+        truncated = False
+        while True:
+            widths = [int(s.widths[end]) for s, end in zip(shaped, ends, strict=True)]
+            first_patches = self._patches_for(margin + widths[0])
+            if first_patches + 1 + self._patches_for(margin + widths[1]) <= limit - 1:
+                return _PairFit((ends[0], ends[1]), (token_ends[0], token_ends[1]), truncated)
+            longer = int(widths[1] > widths[0])
+            kept[longer] = max(kept[longer] - 1, 0)
+            token_ends[longer] = int(cuts[longer][kept[longer]]) if kept[longer] else 0
+            ends[longer] = int(encodings[longer].spans[token_ends[longer], 0]) if token_ends[longer] else 0
+            truncated = True
+
+    # -- shaping and placing -----------------------------------------------------------
+
+    def _shape(self, text: str) -> _ShapedText:
+        """Cut ``text`` into pieces (words, split where the bidi level changes) and shape each."""
         levels = embedding_levels(text.translate(self.display)) if has_rtl(text) else None
         bounds = piece_bounds(text)
         if levels is not None:
@@ -263,38 +340,29 @@ class Renderer:
         else:
             rtl = (piece_levels & 1).astype(bool).tolist()
             pieces = [shape(text[a:b], r) for (a, b), r in zip(pairwise(bounds), rtl, strict=True)]
-        columns = list(zip(*pieces, strict=True)) or [()] * len(Piece._fields)
-        extents = np.concatenate(columns[2], axis=1) if pieces else np.zeros((3, 0), np.int32)
+        extents = np.concatenate([p.chars for p in pieces], axis=1) if pieces else np.zeros((3, 0), np.int32)
         widths = np.concatenate([[0], np.cumsum(extents[2], dtype=np.int64)])
-        return _Layout(text, np.asarray(bounds, np.int64), piece_levels, pieces, columns, extents, widths)
+        return _ShapedText(
+            text, np.asarray(bounds, np.int64), piece_levels, _PieceColumns.of(pieces), extents, widths
+        )
 
-    def _place(self, layout: _Layout, start: int, end: int, x: int) -> _Placed:
-        """Lay out ``layout.text[start:end]`` as one line starting at ``x`` (bidi-reordered)."""
-        bounds = layout.bounds
+    def _place(self, shaped: _ShapedText, start: int, end: int, x: int) -> _Placed:
+        """Lay out ``shaped.text[start:end]`` as one line starting at ``x`` (bidi-reordered)."""
+        bounds = shaped.bounds
         first = max(int(np.searchsorted(bounds, start, side="right")) - 1, 0)
         stop = max(int(np.searchsorted(bounds, end, side="left")), first)
-        width, missing, _, ink, count, ink_left, ink_right, colors = (c[first:stop] for c in layout.columns)
-        levels = layout.levels[first:stop]
-        extents = layout.extents[:2, start:end].astype(np.int64)
+        columns = shaped.columns.slice(first, stop)
+        levels = shaped.levels[first:stop]
+        extents = shaped.extents[:2, start:end].astype(np.int64)
         cut = {}  # pieces cut by the strip edge, shaped again as the text they keep
         for index in {0, stop - first - 1} if stop > first else ():
             a, b = int(bounds[first + index]), int(bounds[first + index + 1])
             if a < start or b > end:
                 a, b = max(a, start), min(b, end)
-                cut[index] = (a, self.shaper.piece(layout.text[a:b], bool(levels[index] & 1)))
+                cut[index] = (a, self.shaper.piece(shaped.text[a:b], bool(levels[index] & 1)))
         if cut:
-            width, missing, ink, count, ink_left, ink_right, colors = (
-                list(c) for c in (width, missing, ink, count, ink_left, ink_right, colors)
-            )
-            for index, (_, piece) in cut.items():
-                width[index], missing[index], ink[index], count[index] = (
-                    piece[0],
-                    piece[1],
-                    piece[3],
-                    piece[4],
-                )
-                ink_left[index], ink_right[index], colors[index] = piece[5], piece[6], piece[7]
-        widths = np.array(width, np.int64)
+            columns = columns.replaced({index: piece for index, (_, piece) in cut.items()})
+        widths = columns.width
         origins = np.empty(len(widths), np.int64)
         if (levels & 1).any():
             order = np.asarray(visual_order(levels.tolist()), np.int64)
@@ -304,10 +372,9 @@ class Renderer:
         extents += np.repeat(origins, np.diff(np.clip(bounds[first : stop + 1], start, end)))
         for index, (a, piece) in cut.items():
             extents[:, a - start : a - start + piece.chars.shape[1]] = piece.chars[:2] + origins[index]
-        line = Line(
-            tuple(ink), np.array(count, np.int64), np.array(ink_left), np.array(ink_right), tuple(colors)
+        return _Placed(
+            origins, columns.line(), extents[0], extents[1], x + int(widths.sum()), int(columns.missing.sum())
         )
-        return _Placed(origins, line, extents[0], extents[1], x + int(widths.sum()), sum(missing))
 
     # -- strips ------------------------------------------------------------------------
 
@@ -342,8 +409,8 @@ class Renderer:
 class _Cuts:
     """Where strips may end: token starts, preferably at piece (word) boundaries."""
 
-    def __init__(self, layout: _Layout, encoding: Encoding):
-        self.layout, self.encoding = layout, encoding
+    def __init__(self, shaped: _ShapedText, encoding: Encoding):
+        self.shaped, self.encoding = shaped, encoding
         self._fallback: np.ndarray | None = None
 
     @cached_property
@@ -362,7 +429,7 @@ class _Cuts:
 
     @cached_property
     def preferred(self) -> np.ndarray:
-        return np.intersect1d(self.at, self.layout.bounds)
+        return np.intersect1d(self.at, self.shaped.bounds)
 
     def token_at(self, position: int) -> int:
         return int(self._breaks[1][np.searchsorted(self.at, position)])
@@ -371,7 +438,7 @@ class _Cuts:
         """``(end, end token, overflow)`` of the longest strip from ``start`` that fits in
         ``capacity`` pixels of advance, ending before ``before`` if given (an end that was
         placed and found too wide)."""
-        text, widths = self.layout.text, self.layout.widths
+        text, widths = self.shaped.text, self.shaped.widths
         if before is None and widths[len(text)] - widths[start] <= capacity:
             return len(text), len(self.encoding), False
         limit = int(np.searchsorted(widths, widths[start] + capacity, side="right")) - 1

@@ -11,8 +11,10 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import MISSING, fields
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -24,6 +26,19 @@ USER_ERRORS = (ValueError, OSError, ImportError, ArithmeticError, OmegaConfBaseE
 
 class Preempted(Exception):
     """The run stopped on SIGTERM after a whole step and wrote a checkpoint that resumes it."""
+
+
+def store_defaults(group: str, options: type, set_by_command: tuple[str, ...] = ()) -> None:
+    """Offer an options dataclass's defaults to Hydra as ``<group>/options``, which the group's
+    files start from (``defaults: [options, _self_]``): the dataclass is the one place the
+    defaults and their descriptions live. ``set_by_command``: fields the command fills from
+    its own keys (``modality``, ``seed``), left out of the group."""
+    node = {
+        field.name: field.default if field.default is not MISSING else field.default_factory()
+        for field in fields(options)
+        if field.name not in set_by_command
+    }
+    ConfigStore.instance().store(group=group, name="options", node=node)
 
 
 def check_finite(cfg: DictConfig) -> None:

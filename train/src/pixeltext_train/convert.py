@@ -1,6 +1,6 @@
 """Convert a released PixelGPT, MonoGPT or DualGPT checkpoint into a pixeltext checkpoint.
 
-``python -m pixeltext_train.convert SRC OUT.ckpt`` reads a Hugging Face checkpoint folder
+``pixeltext-convert SRC OUT.ckpt`` reads a Hugging Face checkpoint folder
 (``config.json`` of an ``ErniePixelForCausalLM``, weights as ``model.safetensors`` (or
 sharded, with its index) or ``pytorch_model.bin``, and Llama 2's ``tokenizer.model``) and
 writes ``OUT.ckpt``, which ``eval/run.py checkpoint=OUT.ckpt`` and
@@ -265,7 +265,7 @@ def convert(source: str | Path, out: str | Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="pixeltext-convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("source", help="the released checkpoint's folder")
     parser.add_argument("out", help="the pixeltext checkpoint to write (a .ckpt file)")

@@ -1,6 +1,6 @@
 """Export a checkpoint's text-only part in Hugging Face's Llama layout, with its tokenizer.
 
-``python -m pixeltext_train.export CHECKPOINT OUT_DIR`` writes ``config.json`` and
+``pixeltext-export CHECKPOINT OUT_DIR`` writes ``config.json`` and
 ``model.safetensors`` as ``LlamaForCausalLM.save_pretrained`` would: the token embeddings,
 the decoder and the LM head (the patch embedding and patch head have no place there). The
 parameter names already follow Llama's, and the rotary embedding is Llama's, so no weight is
@@ -135,7 +135,7 @@ def _make_room(out: Path, replace: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="pixeltext-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoint")
     parser.add_argument("out")

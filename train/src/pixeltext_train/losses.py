@@ -1,6 +1,6 @@
 """Next-patch and next-token losses over a mixed batch, and which positions they cover.
 
-A batch (see ``data.Batch``) holds rows of one or more sequences, padded at the end; position
+A batch (see ``data.batches.Batch``) holds rows of one or more sequences, padded at the end; position
 ``i`` predicts what is at ``i + 1`` when both belong to the same sequence. Next patch: text
 patches are inputs, and the black end-of-text patch too with ``data.end_patch`` (padding never
 is), so a patch target exists where positions ``i`` and ``i + 1`` are both real patches. Next token: where

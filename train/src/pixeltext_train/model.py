@@ -39,14 +39,18 @@ SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 32000
-    hidden_size: int = 1024
-    num_layers: int = 24
-    num_heads: int = 16
-    num_kv_heads: int = 8
-    intermediate_size: int = 2816
-    max_positions: int = 1024
-    rms_norm_eps: float = 1e-5
+    """The decoder's shape and options. The sizes have no defaults: an architecture is a preset,
+    and the presets (paper, small, demo, tiny) live in one place, ``conf/model/``; the vocabulary
+    is the tokenizer's."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    max_positions: int
+    rms_norm_eps: float = 1e-5  # Llama 2's, as the paper's
     rope_theta: float = 10000.0
     patch_size: int = 16
     channels: int = 3

@@ -12,7 +12,7 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
-from pixeltext_train.data import Batch
+from pixeltext_train.data.batches import Batch
 from pixeltext_train.losses import (
     mean_and_count,
     next_patch_loss,

@@ -1,4 +1,4 @@
-"""Loss curves from a run's ``metrics.csv``: ``python -m pixeltext_train.plots RUN_DIR OUT.png``."""
+"""Loss curves from a run's ``metrics.csv``: ``pixeltext-plots RUN_DIR OUT.png``."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def plot_curves(runs: dict[str, Path], out: Path, title: str = "") -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="pixeltext-plots", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args()

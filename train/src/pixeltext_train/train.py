@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pixeltext_train.checkpoints import AtomicCheckpointIO, load_pretraining
 from pixeltext_train.cli import Preempted, check_finite
-from pixeltext_train.data import ShardDataModule, StreamTracker
+from pixeltext_train.data.datamodule import ShardDataModule, StreamTracker
 from pixeltext_train.module import PixelTextLM
 from pixeltext_train.progress import BudgetProgressBar
 from pixeltext_train.resume import (

@@ -6,9 +6,9 @@
                     duplicate records; both -> the plan (``planning``)
     RenderChunks    (second pass) chunks spread over a few groups per worker; each chunk
                     read, its documents rendered in file order and written into its
-                    shards, one shard at a time, each with its part record (counts and
+                    shards, one shard at a time, each with its record (counts and
                     rejections)
-    WriteSummary    blocks of parts -> index and rejection parts -> shards.jsonl, manifest.json
+    WriteSummary    finished shards in blocks -> index lines and rejections -> shards.jsonl, manifest.json
 
 No text crosses a shuffle: only file parts, 16 bytes per document (key hash, position) in the
 first pass, and shard records do. Each shard depends on nothing but the plan and its own
@@ -45,35 +45,30 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pixeltext_render.config import RenderConfig
+from pixeltext_render.format.folder import BLOCK_SHARDS, OUTPUT_NAMES, plan_name, shard_name
+from pixeltext_render.format.folder import manifest_header as folder_header
+from pixeltext_render.format.sample import encode_strip, sample_key
+from pixeltext_render.format.tar import tar_bytes
 from pixeltext_render.job.dask_cluster import DASK_RUNNER, dask_cluster
+from pixeltext_render.job.filesystems import BEAM_FILES, resolve_pattern
 from pixeltext_render.job.grouping import GroupInto
 from pixeltext_render.job.planning import Chunk, ReadChunks, WritePlan, read_plan
+from pixeltext_render.job.readers.base import Document, ReadOptions, Rejection
+from pixeltext_render.job.readers.files import CorpusChanged, ParseFile
 from pixeltext_render.job.shards import (
-    BLOCK_SHARDS,
-    OUTPUT_NAMES,
-    ShardPart,
+    FinishedShard,
     add_totals,
     claim,
     discard_shards,
-    finished_part,
-    plan_path,
+    finished_shard,
+    join,
     read_manifest,
-    tar_bytes,
     write_block,
     write_shard,
     write_summary,
 )
-from pixeltext_render.job.sources import (
-    CorpusChanged,
-    Document,
-    ParseFile,
-    ReadOptions,
-    Rejection,
-    SurveyCorpus,
-    resolve_pattern,
-)
+from pixeltext_render.job.survey import SurveyCorpus
 from pixeltext_render.renderer import RenderedDocument, Renderer
-from pixeltext_render.schema import FORMAT, MEMBERS, encode_strip, sample_key, shard_name
 from pixeltext_render.tokenizers import tokenizer_record
 
 LOCAL_RUNNERS = ("DirectRunner",)
@@ -150,10 +145,10 @@ class RenderChunk(beam.DoFn):
         self.renderer = process_renderer(self.job.config, self.job.tokenizer)
         self.progress = _ProgressFile(self.progress_folder)
 
-    def process(self, chunk: Chunk) -> Iterator[ShardPart]:
+    def process(self, chunk: Chunk) -> Iterator[FinishedShard]:
         indices = range(chunk.first, chunk.first + chunk.shards)
-        done = {index: finished_part(self.job.out, index) for index in indices}
-        parse = ParseFile(self.job.read)
+        done = {index: finished_shard(self.job.out, index) for index in indices}
+        parse = ParseFile(self.job.read, BEAM_FILES)
         shard = _ShardInProgress(chunk.first, done[chunk.first])
         strips_before = 0  # estimated, of the chunk's documents so far
         to_read = () if all(done.values()) else chunk.parts  # (nothing left to write: not read)
@@ -172,7 +167,7 @@ class RenderChunk(beam.DoFn):
                             duplicate = (file_part.file.path, record.position) in chunk.duplicates
                             self._add(record, shard, duplicate)
                     elif shard.done is None:
-                        shard.part.rejected.append(asdict(record))
+                        shard.record.rejected.append(asdict(record))
             except CorpusChanged:
                 discard_shards(self.job.out, [index for index in written if done[index] is None])
                 raise
@@ -181,7 +176,7 @@ class RenderChunk(beam.DoFn):
             yield self._finish(_ShardInProgress(index, done[index]))
 
     def _add(self, doc: Document, shard: _ShardInProgress, duplicate: bool) -> None:
-        rendered = self._render(doc, shard.part, duplicate)
+        rendered = self._render(doc, shard.record, duplicate)
         strips = rendered.strips if rendered else []
         for i, strip in enumerate(strips):
             members = encode_strip(
@@ -190,15 +185,15 @@ class RenderChunk(beam.DoFn):
             shard.samples.append((sample_key(doc.key, i), members))
         self.progress.add(1 if strips else 0, len(strips))
 
-    def _finish(self, shard: _ShardInProgress) -> ShardPart:
+    def _finish(self, shard: _ShardInProgress) -> FinishedShard:
         if shard.done is not None:
             self.progress.add(shard.done.documents, shard.done.samples)
             return shard.done
-        shard.part.samples = len(shard.samples)
-        return write_shard(self.job.out, shard.part, tar_bytes(shard.samples))
+        shard.record.samples = len(shard.samples)
+        return write_shard(self.job.out, shard.record, tar_bytes(shard.samples))
 
-    def _render(self, doc: Document, part: ShardPart, duplicate: bool) -> RenderedDocument | None:
-        """The rendered document, or None with the reason recorded in ``part.rejected``."""
+    def _render(self, doc: Document, record: FinishedShard, duplicate: bool) -> RenderedDocument | None:
+        """The rendered document, or None with the reason recorded in ``record.rejected``."""
         reason = None
         if duplicate:
             reason = "duplicate document key (an earlier record has the same id)"
@@ -213,13 +208,13 @@ class RenderChunk(beam.DoFn):
                 elif any(strip.overflow for strip in rendered.strips):
                     reason = "a single unbreakable unit is wider than a strip; it would be cut"
         if reason:
-            part.rejected.append(asdict(Rejection(doc.key, doc.source, reason)))
+            record.rejected.append(asdict(Rejection(doc.key, doc.source, reason)))
             return None
-        part.documents += 1
-        part.characters += len(rendered.text)
-        part.tokens += int(sum(len(s.token_ids) for s in rendered.strips))
-        part.missing_glyphs += rendered.missing_glyphs
-        part.changed_chars += rendered.changed_chars
+        record.documents += 1
+        record.characters += len(rendered.text)
+        record.tokens += int(sum(len(s.token_ids) for s in rendered.strips))
+        record.missing_glyphs += rendered.missing_glyphs
+        record.changed_chars += rendered.changed_chars
         return rendered
 
     def teardown(self) -> None:
@@ -235,11 +230,11 @@ def _shard_within(strips_before: int, chunk: Chunk) -> int:
 
 
 class _ShardInProgress:
-    """A shard being filled: its part record and samples, or the part of a previous run."""
+    """A shard being filled: its record and samples, or the record a previous run finished."""
 
-    def __init__(self, index: int, done: ShardPart | None):
+    def __init__(self, index: int, done: FinishedShard | None):
         self.index, self.done = index, done
-        self.part = ShardPart(index, shard_name(index))
+        self.record = FinishedShard(index, shard_name(index))
         self.samples: list[tuple[str, dict[str, bytes]]] = []
 
 
@@ -256,7 +251,7 @@ def render_groups(chunks: int, workers: int) -> int:
 class RenderChunks(beam.PTransform):
     """The plan's blocks -> their chunks (of files the job's resolved ``patterns`` match),
     spread round-robin over ``groups`` groups (a worker, a Dask partition each at a time) ->
-    shard parts."""
+    finished shards."""
 
     def __init__(
         self, job: RenderJob, patterns: list[str], blocks: int, groups: int, progress_folder: str | None
@@ -279,18 +274,18 @@ class RenderChunks(beam.PTransform):
 
 
 class WriteSummary(beam.PTransform):
-    """Shard parts -> blocks of index lines and rejections (written by the workers) -> their
+    """Finished shards -> blocks of index lines and rejections (written by the workers) -> their
     totals, summed -> shards.jsonl and manifest.json."""
 
     def __init__(self, out: str, header: dict[str, Any]):
         super().__init__()
         self.out, self.header = out, header
 
-    def expand(self, parts):
+    def expand(self, finished):
         out, header = self.out, self.header
         return (
-            parts
-            | "Block" >> beam.Map(lambda part: (part.index // BLOCK_SHARDS, part))
+            finished
+            | "Block" >> beam.Map(lambda shard: (shard.index // BLOCK_SHARDS, shard))
             | "Gather" >> beam.GroupByKey()
             | "WriteBlock" >> beam.MapTuple(lambda block, members: write_block(out, block, list(members)))
             | "Total" >> beam.CombineGlobally(add_totals).without_defaults()  # (a block at least)
@@ -317,18 +312,13 @@ def build(
     """The second pass: the plan (its totals) -> shards, the index and the manifest."""
     groups = render_groups(plan["chunks"], workers)
     render = RenderChunks(job, patterns, plan["blocks"], groups, progress_folder)
-    parts = pipeline | "RenderChunks" >> render
-    return parts | "Summary" >> WriteSummary(job.out, header)
+    finished = pipeline | "RenderChunks" >> render
+    return finished | "Summary" >> WriteSummary(job.out, header)
 
 
 def manifest_header(job: RenderJob, renderer: Renderer) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "job": job.identity(renderer),
-        "render": {**renderer.describe(), "fingerprint": renderer.fingerprint},
-        "tokenizer": tokenizer_record(renderer.tokenizer),
-        "members": list(MEMBERS),
-    }
+    render = {**renderer.describe(), "fingerprint": renderer.fingerprint}
+    return folder_header(job.identity(renderer), render, tokenizer_record(renderer.tokenizer))
 
 
 def beam_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOptions:
@@ -383,9 +373,10 @@ def run(
         local = progress and (runner in LOCAL_RUNNERS or (runner == DASK_RUNNER and not dask_address))
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pixeltext-progress-"))
         options = beam_options(runner, workers, beam_args)
-        if not FileSystems.exists(plan_path(job.out)):  # a rerun has it
+        plan_file = join(job.out, plan_name())
+        if not FileSystems.exists(plan_file):  # a rerun has it
             _run_pipeline(options, stack, lambda pipeline: build_plan(pipeline, job, patterns, workers))
-        if not FileSystems.exists(plan_path(job.out)):  # (the files went between matching and reading)
+        if not FileSystems.exists(plan_file):  # (the files went between matching and reading)
             raise FileNotFoundError(f"the corpus {list(job.corpus)} matched no file when the job read it")
         plan = read_plan(job.out)
         if local:

@@ -1,8 +1,8 @@
 """The job's plan: which shards each piece of work writes, and which records are duplicates.
 
 The first pass's part surveys and key batches become, on one worker, the plan: its totals
-in ``.parts/plan.json`` (written last, so a plan is there whole or not at all) and its chunks
-in blocks of ``PLAN_BLOCK_CHUNKS`` lines, ``.parts/plan-NNNNNN.jsonl``, each read by the worker
+in ``.work/plan.json`` (written last, so a plan is there whole or not at all) and its chunks
+in blocks of ``PLAN_BLOCK_CHUNKS`` lines, ``.work/plan-NNNNNN.jsonl``, each read by the worker
 that starts the second pass on it:
 
 - **chunks**: the parts in file order (name, then position), packed so that a chunk is one
@@ -32,8 +32,10 @@ import numpy as np
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from pixeltext_render.job.shards import plan_block_path, plan_path, read_bytes, write_atomically
-from pixeltext_render.job.sources import LAYOUT, CorpusFile, FilePart, KeyBatch, PartSurvey
+from pixeltext_render.format.folder import WORK, plan_block_name, plan_name
+from pixeltext_render.job.readers.base import CorpusFile, FilePart
+from pixeltext_render.job.shards import join, read_bytes, write_atomically
+from pixeltext_render.job.survey import ALL_SURVEYS, KeyBatch, PartSurvey
 
 _DIGEST = np.dtype([("high", ">u8"), ("low", ">u4")])  # a 12-byte key hash (``key_digest``)
 PLAN_BLOCK_CHUNKS = 10_000  # chunks per block of the plan (about 2.5 MB)
@@ -74,7 +76,7 @@ def file_order(part: FilePart) -> tuple:
     return part.file.name, part.file.path, part.first_row, part.start
 
 
-def chunk_layout(surveys: Iterable[PartSurvey], shard_samples: int, chunk_strips: int) -> list[Chunk]:
+def assign_chunks(surveys: Iterable[PartSurvey], shard_samples: int, chunk_strips: int) -> list[Chunk]:
     """Parts -> chunks in file order, each chunk with its shard numbers (``Chunk``)."""
     groups: list[tuple[list[FilePart], int]] = []
     for survey in sorted(surveys, key=lambda s: file_order(s.part)):
@@ -120,8 +122,8 @@ class _Resolve:
     chunk_strips: int
 
     def __call__(self, group: int, members: Iterable) -> Iterator[dict[str, Any]]:
-        if group == LAYOUT:
-            yield {"chunks": chunk_layout(members, self.shard_samples, self.chunk_strips), "duplicates": {}}
+        if group == ALL_SURVEYS:
+            yield {"chunks": assign_chunks(members, self.shard_samples, self.chunk_strips), "duplicates": {}}
         else:
             yield {"chunks": [], "duplicates": duplicate_records(members)}
 
@@ -155,7 +157,7 @@ def write_plan(out: str, merged: dict[str, Any], block_chunks: int) -> None:
             json.dumps(replace(c, duplicates=frozenset(found.get(c.index, ()))).to_json(), sort_keys=True)
             for c in chunks[start : start + block_chunks]
         ]
-        write_atomically(plan_block_path(out, block), "".join(line + "\n" for line in lines).encode())
+        write_atomically(join(out, plan_block_name(block)), "".join(line + "\n" for line in lines).encode())
     totals = {
         "chunks": len(chunks),
         "blocks": len(blocks),
@@ -163,7 +165,7 @@ def write_plan(out: str, merged: dict[str, Any], block_chunks: int) -> None:
         "strips": sum(chunk.strips for chunk in chunks),
         "duplicates": sum(len(positions) for positions in merged["duplicates"].values()),
     }
-    write_atomically(plan_path(out), json.dumps(totals, sort_keys=True).encode())
+    write_atomically(join(out, plan_name()), json.dumps(totals, sort_keys=True).encode())
 
 
 class WritePlan(beam.PTransform):
@@ -189,11 +191,11 @@ class WritePlan(beam.PTransform):
 
 def read_plan(out: str) -> dict[str, int]:
     """The plan's totals: chunks, blocks, shards, estimated strips, duplicate records."""
-    path = plan_path(out)
+    path = join(out, plan_name())
     totals = json.loads(read_bytes(path))
     if not isinstance(totals.get("blocks"), int):  # the plan of an earlier version: one file
         raise ValueError(
-            f"{path} is a plan in an earlier layout; delete it and rerun (the shards already "
+            f"{path} is a plan in an earlier format; delete it and rerun (the shards already "
             "written are kept: the plan is made again the same)"
         )
     return totals
@@ -212,7 +214,7 @@ class ReadChunks(beam.DoFn):
         self.matchers = [re.compile(FileSystem.translate_pattern(p)).match for p in self.patterns]
 
     def process(self, block: int) -> Iterator[Chunk]:
-        path = plan_block_path(self.out, block)
+        path = join(self.out, plan_block_name(block))
         with FileSystems.open(path) as stream:
             for line in stream:
                 chunk = Chunk.from_json(json.loads(line))
@@ -221,6 +223,6 @@ class ReadChunks(beam.DoFn):
                         raise ValueError(
                             f"{path} names {part.file.path!r}, which no corpus pattern of this job "
                             f"matches ({self.patterns}): the plan is not this job's. Delete "
-                            f"{self.out}/.parts/plan* and rerun"
+                            f"{self.out}/{WORK}/plan* and rerun"
                         )
                 yield chunk

@@ -1,18 +1,13 @@
-"""What the render job leaves in OUT, written so that reruns are safe and bytes reproducible.
+"""What the render job leaves in OUT (named in ``pixeltext_render.format.folder``), written so
+that reruns are safe and bytes reproducible.
 
-- ``shard-NNNNNN.tar``: deterministic tar files (members sorted, mtime 0, no owner);
-- ``.parts/plan.json`` and ``.parts/plan-NNNNNN.jsonl``: the first pass's plan (``planning``):
-  its totals, and its chunks in blocks;
-- ``.parts/shard-NNNNNN.json``: each finished shard's counts and rejections, written before
-  the shard is renamed into place; a shard with both files is done, and a rerun skips it;
-- ``rejected/NNNNNN.jsonl``: the rejections of a block of ``BLOCK_SHARDS`` shards, one part per
-  block, written by the workers (a rejection goes with the shard being filled when it was read);
-- ``shards.jsonl``: one line per shard (name, samples, bytes, sha256), streamed together from
-  the blocks' ``.parts/index-NNNNNN.jsonl``; readers stream it;
-- ``manifest.json``: small whatever the corpus size: header, totals, and the index's size and
-  hash; written last;
-- ``.pixeltext-job.json``: what the job is (render fingerprint, tokenizer, corpus, options),
-  written first; a later run with a different job into the same OUT is refused.
+- each finished shard's record (counts, rejections, size, sha256) is written before the shard
+  is renamed into place; a shard with both is done, and a rerun skips it;
+- the rejections of a block of ``BLOCK_SHARDS`` shards go in one file, written by the workers
+  (a rejection goes with the shard being filled when it was read);
+- ``shards.jsonl`` is streamed together from the blocks' index lines; ``manifest.json`` is
+  written last;
+- the job file is written first; a later run with a different job into the same OUT is refused.
 
 Everything goes through Beam's ``FileSystems``, so OUT may be local or ``gs://``, ``s3://``...
 Files are written under a temporary name and renamed when complete.
@@ -22,9 +17,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
-import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,25 +25,23 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from pixeltext_render.schema import MEMBERS, parse_manifest, shard_name
-
-JOB_FILE = ".pixeltext-job.json"
-PARTS = ".parts"
-MANIFEST = "manifest.json"
-REJECTED = "rejected"
-INDEX = "shards.jsonl"
-TEMPORARY = ".tmp-"
-BLOCK_SHARDS = 1000  # shards per index block and rejection part
-# A file of each kind the job writes into OUT (relative, "/"-separated)
-OUTPUT_NAMES = (
+from pixeltext_render.format.folder import (
+    INDEX,
     JOB_FILE,
     MANIFEST,
-    INDEX,
-    shard_name(0),
-    f"{PARTS}/plan.json",
-    f"{PARTS}/{shard_name(0)}.json",
-    f"{REJECTED}/000000.jsonl",
+    REJECTED,
+    WORK,
+    finished_name,
+    index_block_name,
+    index_line,
+    jsonl,
+    manifest_bytes,
+    parse_manifest,
+    rejections_name,
+    shard_name,
 )
+
+TEMPORARY = ".tmp-"
 TOTALS = ("documents", "samples", "characters", "tokens", "missing_glyphs", "changed_chars", "bytes")
 
 
@@ -58,8 +49,9 @@ class JobConflict(RuntimeError):
     """OUT already holds the output of a different job."""
 
 
-def join(folder: str, *names: str) -> str:
-    return FileSystems.join(folder, *names)
+def join(folder: str, name: str) -> str:
+    """A file of OUT by its name in the format (relative, "/"-separated)."""
+    return FileSystems.join(folder, *name.split("/"))
 
 
 def read_bytes(path: str) -> bytes:
@@ -75,22 +67,9 @@ def write_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([temporary], [path])
 
 
-def tar_bytes(samples: list[tuple[str, dict[str, bytes]]]) -> bytes:
-    """A tar of samples ``(key, {extension: bytes})``, identical for identical samples."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for key, members in sorted(samples, key=lambda sample: sample[0]):
-            for extension in MEMBERS:
-                info = tarfile.TarInfo(f"{key}.{extension}")
-                info.size = len(members[extension])
-                info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
-                archive.addfile(info, io.BytesIO(members[extension]))
-    return buffer.getvalue()
-
-
 @dataclass
-class ShardPart:
-    """One finished shard: its file and what went into it."""
+class FinishedShard:
+    """One finished shard's record: its file and what went into it."""
 
     index: int
     name: str
@@ -108,33 +87,19 @@ class ShardPart:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> ShardPart:
+    def from_json(cls, data: bytes) -> FinishedShard:
         return cls(**json.loads(data))
 
 
-def plan_path(out: str) -> str:
-    """The job's plan: what its first pass learnt of the corpus, in totals (written last)."""
-    return join(out, PARTS, "plan.json")
-
-
-def plan_block_path(out: str, block: int) -> str:
-    """A block of the plan's chunks, one JSON line each."""
-    return join(out, PARTS, f"plan-{block:06d}.jsonl")
-
-
-def part_path(out: str, index: int) -> str:
-    return join(out, PARTS, shard_name(index) + ".json")
-
-
-def finished_part(out: str, index: int) -> ShardPart | None:
-    """The part of a shard a previous run finished, if the shard is still what its part
-    records: its size, and on a local disk its sha256 (elsewhere the reader checks that as it
-    streams the shard). A shard that is not is rendered again."""
-    part, shard = part_path(out, index), join(out, shard_name(index))
-    if not FileSystems.exists(part):
+def finished_shard(out: str, index: int) -> FinishedShard | None:
+    """The record of a shard a previous run finished, if the shard is still what it records:
+    its size, and on a local disk its sha256 (elsewhere the reader checks that as it streams
+    the shard). A shard that is not is rendered again."""
+    path, shard = join(out, finished_name(index)), join(out, shard_name(index))
+    if not FileSystems.exists(path):
         return None
     found = FileSystems.match([glob.escape(shard)], limits=[1])[0].metadata_list
-    record = ShardPart.from_json(read_bytes(part))
+    record = FinishedShard.from_json(read_bytes(path))
     if not found or found[0].size_in_bytes != record.bytes:
         return None
     if "://" not in shard and hashlib.sha256(read_bytes(shard)).hexdigest() != record.sha256:
@@ -142,17 +107,17 @@ def finished_part(out: str, index: int) -> ShardPart | None:
     return record
 
 
-def write_shard(out: str, part: ShardPart, data: bytes) -> ShardPart:
-    """Write a shard and its part; the shard's final name appears last."""
-    part.bytes, part.sha256 = len(data), hashlib.sha256(data).hexdigest()
-    write_atomically(part_path(out, part.index), part.to_json())
-    write_atomically(join(out, part.name), data)
-    return part
+def write_shard(out: str, record: FinishedShard, data: bytes) -> FinishedShard:
+    """Write a shard and its record; the shard's final name appears last."""
+    record.bytes, record.sha256 = len(data), hashlib.sha256(data).hexdigest()
+    write_atomically(join(out, finished_name(record.index)), record.to_json())
+    write_atomically(join(out, record.name), data)
+    return record
 
 
 def discard_shards(out: str, indices: list[int]) -> None:
-    """Remove shards and their parts (a rerun renders them again)."""
-    paths = [path for i in indices for path in (join(out, shard_name(i)), part_path(out, i))]
+    """Remove shards and their records (a rerun renders them again)."""
+    paths = [join(out, name) for i in indices for name in (shard_name(i), finished_name(i))]
     present = [path for path in paths if FileSystems.exists(path)]
     if present:
         FileSystems.delete(present)
@@ -177,28 +142,15 @@ def claim(out: str, job: dict[str, Any]) -> None:
     write_atomically(path, json.dumps(job, sort_keys=True, indent=1).encode())
 
 
-def block_index_path(out: str, block: int) -> str:
-    """A block's shard index lines (streamed into ``shards.jsonl`` at the end)."""
-    return join(out, PARTS, f"index-{block:06d}.jsonl")
-
-
-def block_rejections_path(out: str, block: int) -> str:
-    return join(out, REJECTED, f"{block:06d}.jsonl")
-
-
-def _jsonl(records: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records).encode()
-
-
-def write_block(out: str, block: int, parts: list[ShardPart]) -> dict[str, int]:
+def write_block(out: str, block: int, shards: list[FinishedShard]) -> dict[str, int]:
     """Write one block's index lines and rejections; return the block's totals."""
-    parts = sorted(parts, key=lambda p: p.index)
-    index = [{"name": p.name, "samples": p.samples, "bytes": p.bytes, "sha256": p.sha256} for p in parts]
-    write_atomically(block_index_path(out, block), _jsonl(index))
-    rejected = sorted((r for p in parts for r in p.rejected), key=lambda r: (r["key"], r["source"]))
-    write_atomically(block_rejections_path(out, block), _jsonl(rejected))
-    totals = {name: sum(getattr(p, name) for p in parts) for name in TOTALS}
-    return {**totals, "shards": len(parts), "rejected": len(rejected), "blocks": 1}
+    shards = sorted(shards, key=lambda shard: shard.index)
+    index = [index_line(s.name, s.samples, s.bytes, s.sha256) for s in shards]
+    write_atomically(join(out, index_block_name(block)), jsonl(index))
+    rejected = sorted((r for s in shards for r in s.rejected), key=lambda r: (r["key"], r["source"]))
+    write_atomically(join(out, rejections_name(block)), jsonl(rejected))
+    totals = {name: sum(getattr(s, name) for s in shards) for name in TOTALS}
+    return {**totals, "shards": len(shards), "rejected": len(rejected), "blocks": 1}
 
 
 def add_totals(totals: list[dict[str, int]]) -> dict[str, int]:
@@ -216,24 +168,20 @@ def write_summary(out: str, header: dict[str, Any], totals: dict[str, int]) -> d
     temporary = join(out, f"{INDEX}{TEMPORARY}{uuid.uuid4().hex}")
     with FileSystems.create(temporary) as stream:
         for block in range(totals["blocks"]):
-            data = read_bytes(block_index_path(out, block))
+            data = read_bytes(join(out, index_block_name(block)))
             digest.update(data)
             stream.write(data)
     FileSystems.rename([temporary], [join(out, INDEX)])
     counts = {name: totals[name] for name in TOTALS if name != "samples"}
     counts |= {"strips": totals["samples"], "shards": totals["shards"], "rejected": totals["rejected"]}
-    index = {"file": INDEX, "shards": totals["shards"], "sha256": digest.hexdigest()}
-    rejected = {"folder": REJECTED, "parts": totals["blocks"]}
-    manifest = {**header, "index": index, "rejected": rejected, "totals": counts}
-    write_atomically(
-        join(out, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode()
-    )
-    folders = ((), (PARTS,), (REJECTED,))
-    leftovers = FileSystems.match([join(out, *folder, f"*{TEMPORARY}*") for folder in folders])
+    data = manifest_bytes(header, counts, digest.hexdigest(), totals["blocks"])
+    write_atomically(join(out, MANIFEST), data)
+    folders = ("", f"{WORK}/", f"{REJECTED}/")
+    leftovers = FileSystems.match([join(out, f"{folder}*{TEMPORARY}*") for folder in folders])
     stale = [m.path for result in leftovers for m in result.metadata_list]
     if stale:
         FileSystems.delete(stale)
-    return manifest
+    return json.loads(data)
 
 
 def read_shard_index(out: str) -> Iterator[dict[str, Any]]:
@@ -244,10 +192,10 @@ def read_shard_index(out: str) -> Iterator[dict[str, Any]]:
 
 
 def read_rejections(out: str) -> Iterator[dict[str, str]]:
-    """Every rejection line, part by part."""
-    parts = read_manifest(out)["rejected"]["parts"]
-    for block in range(parts):
-        with FileSystems.open(block_rejections_path(out, block)) as stream:
+    """Every rejection line, block by block."""
+    blocks = read_manifest(out)["rejected"]["parts"]
+    for block in range(blocks):
+        with FileSystems.open(join(out, rejections_name(block))) as stream:
             for line in stream:
                 yield json.loads(line)
 

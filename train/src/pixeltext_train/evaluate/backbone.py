@@ -18,7 +18,7 @@ import numpy as np
 from pixeltext_render import RenderConfig, Renderer
 from pixeltext_render.text import normalize_text
 from pixeltext_train.checkpoints import load_pretraining
-from pixeltext_train.data import MODALITIES, SequenceSpec, strip_patches
+from pixeltext_train.data.sequences import MODALITIES, SequenceSpec, shown_patches, strip_patches
 from pixeltext_train.evaluate.tasks import Example
 from pixeltext_train.model import ModelConfig, PixelTextModel
 
@@ -92,8 +92,10 @@ def load_backbone(
     renderer's pixels: it is refused unless ``allow_render_difference`` (text inputs do not
     depend on it)."""
     if checkpoint in (None, "none", "None"):
+        if not model:
+            raise ValueError("checkpoint=none needs the architecture to build: model=tiny|small|paper|demo")
         renderer = Renderer()
-        config = ModelConfig(**(model or {}), vocab_size=renderer.tokenizer.vocab_size)
+        config = ModelConfig(**model, vocab_size=renderer.tokenizer.vocab_size)
         return Backbone(PixelTextModel(config), renderer, "none", _bos(renderer))
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(
@@ -133,12 +135,12 @@ def input_budget(backbone: Backbone, positions: int, pair_patches: int, pair_tok
 
 
 def sequence_spec(backbone: Backbone, max_positions: int) -> SequenceSpec:
-    """How the backbone's inputs are laid out (the ``data.collate`` contract)."""
+    """How the backbone's inputs are laid out (the ``data.batches.collate`` contract)."""
     return SequenceSpec(max_positions, backbone.renderer.config.patch_size, backbone.bos_id, 0)
 
 
 def encode_example(backbone: Backbone, example: Example, modality: str, budget: InputBudget):
-    """``(kind, token ids, patches or None)`` for one example, as ``data.collate`` takes it."""
+    """``(kind, token ids, patches or None)`` for one example, as ``data.batches.collate`` takes it."""
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if modality == "text":
@@ -152,9 +154,9 @@ def encode_example(backbone: Backbone, example: Example, modality: str, budget: 
     else:  # both texts, the longer trimmed so that they fit the budget with the end patch
         strip = renderer.render_pair(example.text, example.pair, max_patches=max(room, 4))
         texts = [strip.token_ids[: strip.pair_tokens_start], strip.token_ids[strip.pair_tokens_start :]]
-    shown = min(strip.num_text_patches, room - 1 if budget.end_patch else room)
+    shown, with_end = shown_patches(strip.num_text_patches, room, budget.end_patch, crop_for_end=True)
     patches = strip_patches(strip, patch_size, shown)
-    if budget.end_patch and strip.num_text_patches:  # the black end patch, pooled on
+    if with_end:  # the black end patch, pooled on
         patches = np.concatenate([patches, np.zeros((1, patches.shape[1]), np.uint8)])
     ids = np.zeros(0, np.int64)
     if modality == "pair":

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pixeltext_render.assets import asset_path
-from pixeltext_train.data import strip_patches
+from pixeltext_train.data.sequences import strip_patches
 from pixeltext_train.evaluate.backbone import Backbone
 from pixeltext_train.evaluate.generation import GenerateOptions, decoded_text, patches_image, text_prompt
 from pixeltext_train.evaluate.ocr import character_error_rate, read_pixels

@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader
 
 from pixeltext_render import Renderer
 from pixeltext_train.checkpoints import load_plain
-from pixeltext_train.data import Batch, SequenceSpec, collate
+from pixeltext_train.data.batches import Batch, collate
+from pixeltext_train.data.sequences import SequenceSpec
 from pixeltext_train.evaluate.backbone import (
     Backbone,
     InputBudget,
@@ -52,17 +53,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneOptions:
+    """How a checkpoint is fine-tuned: the ``finetune`` config group. The defaults are the
+    paper's protocol, read from the official run scripts (inputs of 768 positions, pairs of 512
+    patches and 512 tokens; the optimisation within their ranges: lr 1e-5..1e-4, warm-up 10..100
+    steps, evaluation every 50..100 steps, early stopping)."""
+
     modality: str = "pixel"
-    max_positions: int = 768  # pixel and text inputs: the left crop (the official scripts' 768)
-    pair_patches: int = 512  # pair inputs: patches, then ...
-    pair_tokens: int = 512  # ... tokens (the official pair scripts: 512 each)
-    pool: str = "auto"  # end_patch | last_text | auto: end_patch if pre-trained with it
-    workers: int = 2  # DataLoader processes that render examples (0: in this process)
+    max_positions: int = 768  # pixel and text inputs: patches, or tokens with bos (left crop)
+    pair_patches: int = 512  # pair inputs: the pair strip's patches (both texts kept, the longer trimmed)
+    pair_tokens: int = 512  # then both texts' tokens, <s> A <s> B (Llama 2's pair template)
+    pool: str = "auto"  # end_patch | last_text | auto: end_patch if pre-trained with data.end_patch
+    workers: int = 2  # DataLoader processes rendering examples as read (0: in this process)
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 0.01
-    warmup_steps: int | None = None  # null: warmup_ratio of max_steps
-    warmup_ratio: float = 0.05
+    warmup_steps: int | None = None  # null: warmup_ratio of max_steps (at most max_steps)
+    warmup_ratio: float = 0.05  # linear warm-up over this fraction of max_steps (50 of 1000)
     max_steps: int = 1000
     min_lr_ratio: float = 0.0  # where the cosine decay ends, relative to lr (1.0: constant)
     eval_every: int = 100  # steps between validations (early stopping)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pixeltext_render.text import normalize_text
-from pixeltext_train.data import strip_patches
+from pixeltext_train.data.sequences import strip_patches
 from pixeltext_train.evaluate.backbone import Backbone
 from pixeltext_train.generate import (
     Prompt,
@@ -39,13 +39,14 @@ SCALE = 4
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """The ``generate`` config group."""
+    """The ``generate`` config group (task=generate and task=cloze): how new tokens and
+    patches are chosen."""
 
-    max_new_tokens: int = 64
-    max_new_patches: int = 64
-    temperature: float = 0.0  # 0: greedy
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
+    max_new_tokens: int = 64  # modality=text and read
+    max_new_patches: int = 64  # modality=pixel; it stops earlier where the model draws the end patch
+    temperature: float = 0.0  # 0: greedy; else sampled at this temperature
+    top_k: int = 0  # sample among the k likeliest tokens (0: all)
+    top_p: float = 1.0  # sample within this much probability mass (1: all)
     seed: int = 0
     cache: bool = True  # false: the whole forward pass at every step (slow; for comparison)
 

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from pixeltext_render.schema import InvalidSample, StoredStrip, decode_sample
-from pixeltext_train.data import collate, is_validation, make_sequence
+from pixeltext_render.format.sample import InvalidSample, StoredStrip, decode_sample
+from pixeltext_train.data.batches import collate
+from pixeltext_train.data.sequences import is_validation, make_sequence
+from pixeltext_train.data.stream import ErrorBudget, SampleStream
 from pixeltext_train.evaluate.backbone import Backbone, check_fingerprints, sequence_spec
 from pixeltext_train.losses import next_patch_loss, next_token_loss, patch_targets, token_targets
 from pixeltext_train.storage import read_manifest, shard_records, shard_urls
-from pixeltext_train.stream import ErrorBudget, SampleStream
 
 
 def held_out_strips(

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixeltext_train.data import collate, make_sequence
+from pixeltext_train.data.batches import collate
+from pixeltext_train.data.sequences import make_sequence
 from pixeltext_train.evaluate.backbone import Backbone, sequence_spec
 from pixeltext_train.losses import PATCH_NORM_EPS
 

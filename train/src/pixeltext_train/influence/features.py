@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pixeltext_train.data import collate
+from pixeltext_train.data.batches import collate
 from pixeltext_train.evaluate.backbone import Backbone, InputBudget, encode_example, sequence_spec
 from pixeltext_train.evaluate.tasks import Example
 

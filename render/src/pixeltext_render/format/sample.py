@@ -1,8 +1,7 @@
-"""The shard sample schema: how a rendered strip is stored, and read back.
+"""One sample of a shard: how a rendered strip is stored, and read back.
 
-This module is the one contract between the render job and its readers (trainer, eval,
-anyone with ``webdataset`` or ``tarfile``). One sample is one strip, its key
-``<document key>_<strip index>`` (index zero-padded to 4 digits), with members:
+One sample is one strip, its key ``<document key>_<strip index>`` (index zero-padded to 4
+digits), with members:
 
 ==================  ==================================================================
 ``.png``            the strip up to and including its black end patch (the rest of the
@@ -17,12 +16,8 @@ anyone with ``webdataset`` or ``tarfile``). One sample is one strip, its key
                     removed or replaced)
 ==================  ==================================================================
 
-A shard folder's ``manifest.json`` says how many shards there are (named ``shard-NNNNNN.tar``
-from 0, so no name comes from the file) and carries the render config and tokenizer the
-strips were made with; ``shards.jsonl`` lists each shard's samples, bytes and hash. Readers go through
-:func:`parse_manifest` and :func:`decode_sample`, which check what they read against this
-contract: a file from elsewhere can name nothing outside the folder and make no reader index
-out of range.
+Readers go through :func:`decode_sample`, which checks a sample against this schema, so that
+a file from elsewhere can make no reader index out of range.
 """
 
 from __future__ import annotations
@@ -40,18 +35,12 @@ import numpy as np
 from PIL import Image
 from zlib_ng import zlib_ng
 
-from pixeltext_render.config import RenderConfig, fingerprint
 from pixeltext_render.renderer import Strip
 
 PNG, TOKENS, ALIGN, TEXT, META = "png", "tokens.npy", "align.npy", "txt", "json"
 MEMBERS = (META, PNG, ALIGN, TOKENS, TEXT)
 PNG_LEVEL = 3  # zlib-ng level: see `make bench` for the trade-off between speed and bytes
-FORMAT = "pixeltext-shards/2"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,80}")
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:06d}.tar"
 
 
 def sample_key(document: str, strip: int) -> str:
@@ -161,20 +150,21 @@ def read_meta(sample: dict[str, Any]) -> dict[str, Any]:
     """A sample's ``.json`` metadata, checked: an object with the schema's fields and types."""
     if META not in sample:
         raise InvalidSample(f"no .{META} member")
-    meta = _json(sample[META], f".{META}", InvalidSample)
+    meta = json_object(sample[META], f".{META}", InvalidSample)
     for name, kind in _META_FIELDS.items():
         value = meta.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
             raise InvalidSample(
                 f".{META} field {name!r} is {value!r}, not a {'count' if kind is int else 'string'}"
             )
-        if kind is str and not _is_unicode(value):
+        if kind is str and not is_unicode(value):
             raise InvalidSample(f".{META} field {name!r} is not valid Unicode (a lone surrogate)")
     return meta
 
 
-def _json(data: bytes, what: str, error: type[ValueError]) -> dict[str, Any]:
-    """A JSON object, or ``error`` saying why not (bad JSON, too deeply nested, not an object)."""
+def json_object(data: bytes, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """A JSON object from a file the reader did not write, or ``error`` saying why not (bad
+    JSON, too deeply nested, not an object)."""
     try:
         value = json.loads(data)
     except (ValueError, TypeError, RecursionError) as problem:
@@ -184,7 +174,7 @@ def _json(data: bytes, what: str, error: type[ValueError]) -> dict[str, Any]:
     return value
 
 
-def _is_unicode(text: str) -> bool:
+def is_unicode(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -245,58 +235,3 @@ def decode_sample(
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     return StoredStrip(sample["__key__"], image, token_ids, token_patches, text, meta)
-
-
-class ManifestError(ValueError):
-    """A ``manifest.json`` that readers cannot trust; the message names the file and the field."""
-
-
-def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
-    """A shard folder's manifest, checked: JSON, this format, the render config and tokenizer
-    readers rebuild, and the shard count (readers name the shards with :func:`shard_name`).
-    ``where`` names the file in errors."""
-    manifest = _json(data, where, ManifestError)
-    if manifest.get("format") != FORMAT:
-        raise ManifestError(f"{where}: format is {manifest.get('format')!r}, not {FORMAT!r}")
-
-    def field(path: str, kinds: tuple[type, ...]) -> Any:
-        value: Any = manifest
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise ManifestError(
-                f"{where}: {path} is {value!r}; expected {' or '.join(k.__name__ for k in kinds)}"
-            )
-        return value
-
-    try:
-        RenderConfig.from_dict(field("render.config", (dict,)))
-    except (TypeError, ValueError) as error:
-        raise ManifestError(f"{where}: render.config is not a render config: {error}") from None
-    recorded = field("render.fingerprint", (str,))
-    if fingerprint({k: v for k, v in manifest["render"].items() if k != "fingerprint"}) != recorded:
-        raise ManifestError(
-            f"{where}: render.fingerprint is not that of the render description beside it (edited by "
-            "hand?); render the corpus again rather than editing a manifest"
-        )
-    field("tokenizer.spec", (str,))
-    field("tokenizer.fingerprint", (str,))
-    vocabulary = field("tokenizer.vocab_size", (int,))
-    if vocabulary < 1:
-        raise ManifestError(f"{where}: tokenizer.vocab_size must be positive")
-    for special in ("bos_id", "eos_id", "pad_id"):
-        value = field(f"tokenizer.{special}", (int, type(None)))
-        if value is not None and not 0 <= value < vocabulary:
-            raise ManifestError(
-                f"{where}: tokenizer.{special} is {value}, outside the vocabulary of {vocabulary}"
-            )
-    field("totals", (dict,))
-    shards = field("index.shards", (int,))
-    if shards < 1:
-        raise ManifestError(f"{where}: index.shards is {shards}, not a positive count")
-    if field("index.file", (str,)) != "shards.jsonl":
-        raise ManifestError(f"{where}: index.file must be shards.jsonl (a file in the folder)")
-    field("index.sha256", (str,))
-    if field("rejected.parts", (int,)) < 0:
-        raise ManifestError(f"{where}: rejected.parts must not be negative")
-    return manifest

@@ -16,6 +16,10 @@ them, so resuming costs a few shards whatever the step, and the restored stream 
 counts exactly what the first run would have, corrupt data included. A sample that breaks the
 schema, or a shard that cannot be read further, is counted by the reader that owns it (once
 per pass, whatever the number of readers).
+
+Above the readers: a :class:`StreamMark` carries a reader's state with the batch it made to the
+main process, and a rank's :class:`ResumePoint` holds, for each of its readers, the state after
+the last batch trained on; the data module checkpoints every rank's (``datamodule``).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from pixeltext_render.schema import InvalidSample, read_meta
-from pixeltext_train.storage import ShardError, ShardRecord, tar_samples
+from pixeltext_render.format.folder import ShardRecord
+from pixeltext_render.format.sample import InvalidSample, read_meta
+from pixeltext_train.storage import ShardError, tar_samples
 
 log = logging.getLogger(__name__)
 Address = tuple[int, int]  # (position in the epoch's shard list, index of the sample in its shard)
@@ -80,6 +85,31 @@ class StreamState:
         except (TypeError, ValueError) as error:
             raise ValueError(f"malformed data stream state in the checkpoint: {error}") from None
         return state
+
+
+class StreamMark:
+    """Which reader made a batch (its place among the rank's dataloader workers), and its
+    stream's state right after the batch (``StreamState.to_dict()``). A plain object, not a
+    collection, so that device transfers and memory pinning pass it by instead of walking its
+    thousand buffer addresses on every step."""
+
+    __slots__ = ("role", "state")
+
+    def __init__(self, role: int, state: dict[str, Any]):
+        self.role, self.state = role, state
+
+
+@dataclass
+class ResumePoint:
+    """Where a rank's training stream continues: how many of its batches have been trained on,
+    and each reader's stream state after the last of them (None: the reader has not started)."""
+
+    consumed: int = 0
+    streams: list[dict[str, Any] | None] = field(default_factory=list)
+
+    def advance(self, mark: StreamMark) -> None:
+        self.streams[mark.role] = mark.state
+        self.consumed += 1
 
 
 def epoch_generator(seed: int, epoch: int, reader: int) -> np.random.Generator:

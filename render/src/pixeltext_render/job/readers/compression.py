@@ -2,8 +2,8 @@
 damage is, after everything before it has been read.
 
 Beam's own decompressing reader ends a truncated ``.gz``, ``.bz2``, ``.xz`` or ``.zst`` file
-early without an error (a file silently loses its end), so the render job opens files
-uncompressed and decompresses them here. Suffixes are the ones Beam recognises.
+early without an error (a file silently loses its end), so the readers open files as stored
+and decompress them here. Suffixes are the ones Beam recognises.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import lzma
 import zlib
 from collections.abc import Callable
 from typing import IO, Any
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 SUFFIXES = (".gz", ".bz2", ".xz", ".lzma", ".zst", ".zstd", ".deflate")
 _CHUNK = 1 << 12  # compressed bytes per step: bounds what one step can expand to
@@ -71,9 +68,8 @@ def _zstd() -> Any:
     return zstandard.ZstdDecompressor().decompressobj()
 
 
-def open_decompressed(path: str, name: str) -> IO[bytes]:
-    """``path`` opened for reading, decompressed by the suffix of ``name``."""
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+def open_decompressed(raw: IO[bytes], name: str) -> IO[bytes]:
+    """``raw`` (a file's bytes as stored) decompressed by the suffix of its ``name``."""
     suffix = compression_suffix(name)
     if suffix is None:
         return raw
