@@ -53,7 +53,7 @@ class ConversionError(ValueError):
     """SRC is not a checkpoint this converter knows; the message says what is wrong."""
 
 
-def _json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as error:  # (RecursionError: nested past what a parser follows)
@@ -63,21 +63,27 @@ def _json_object(path: Path) -> dict[str, Any]:
     return value
 
 
-def read_config(source: Path) -> dict[str, Any]:
+def read_config(
+    source: Path, known: tuple[str, ...] = ARCHITECTURES, models: str = "PixelGPT, MonoGPT, DualGPT"
+) -> dict[str, Any]:
+    """A Hugging Face folder's ``config.json``, refused unless its architecture is one of
+    ``known`` (``models`` names them for the error) and its decoder is Llama's as pixeltext has it."""
     path = source / "config.json"
     if not path.is_file():
         raise ConversionError(f"{source} has no config.json: not a Hugging Face checkpoint folder")
-    config = _json_object(path)
+    config = read_json_object(path)
     architectures = config.get("architectures") or []
-    if not any(name in ARCHITECTURES for name in architectures):
+    if not any(name in known for name in architectures):
         raise ConversionError(
-            f"{path}: architecture {architectures or config.get('model_type')} is not one this converter "
-            f"knows ({', '.join(ARCHITECTURES)}: PixelGPT, MonoGPT, DualGPT)"
+            f"{path}: architecture {architectures or config.get('model_type')} is not one this "
+            f"converter knows ({', '.join(known)}: {models})"
         )
     unsupported = {
         "hidden_act": (config.get("hidden_act", "silu"), "silu"),
         "rope_scaling": (config.get("rope_scaling"), None),
         "attention_bias": (config.get("attention_bias", False), False),
+        "mlp_bias": (config.get("mlp_bias", False), False),
+        "head_dim": (config.get("head_dim") or _head_dim(config), _head_dim(config)),
         "image_size[0]": ((config.get("image_size") or [16])[0], config.get("patch_size", 16)),
     }
     wrong = [
@@ -88,6 +94,13 @@ def read_config(source: Path) -> dict[str, Any]:
     if wrong:
         raise ConversionError(f"{path}: settings pixeltext's model does not have: {', '.join(wrong)}")
     return config
+
+
+def _head_dim(config: dict[str, Any]) -> Any:
+    try:
+        return config["hidden_size"] // config["num_attention_heads"]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None  # (model_config says what is wrong)
 
 
 def model_config(official: dict[str, Any]) -> ModelConfig:
@@ -129,7 +142,7 @@ def read_weights(source: Path) -> dict[str, torch.Tensor]:
     ):
         index = source / index_name
         if index.is_file():
-            weight_map = _json_object(index).get("weight_map")
+            weight_map = read_json_object(index).get("weight_map")
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise ConversionError(f"{index} has no weight_map of tensor names to file names")
             files = sorted(set(weight_map.values()))
@@ -174,17 +187,25 @@ def convert_weights(official: dict[str, torch.Tensor], config: ModelConfig) -> d
         )
         converted["embed_patches.projection.bias"] = bias.double() + kernel.sum(dim=(1, 2, 3))
     expected = PixelTextModel(config).state_dict()
-    problems = [f"missing {name}" for name in expected if name not in converted]
-    problems += [f"unexpected {name}" for name in converted if name not in expected]
-    problems += [
-        f"{name} has shape {list(converted[name].shape)}, the config says {list(tensor.shape)}"
-        for name, tensor in expected.items()
-        if name in converted and converted[name].shape != tensor.shape
-    ]
+    problems = weight_problems(converted, expected)
     if problems:
-        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
-        raise ConversionError(f"the weights do not match an ErniePixel model of this config.json: {shown}")
+        raise ConversionError(f"the weights do not match an ErniePixel model of this config.json: {problems}")
     return {name: converted[name].float().contiguous() for name in expected}
+
+
+def weight_problems(
+    tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], fresh: tuple[str, ...] = ()
+) -> str:
+    """What keeps ``tensors`` from loading into a model of ``expected`` tensors (names starting
+    with ``fresh`` may be missing), the first few; empty if nothing."""
+    problems = [f"missing {name}" for name in expected if name not in tensors and not name.startswith(fresh)]
+    problems += [f"unexpected {name}" for name in tensors if name not in expected]
+    problems += [
+        f"{name} has shape {list(tensors[name].shape)}, the config says {list(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in tensors and tensors[name].shape != tensor.shape
+    ]
+    return "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
 
 
 def render_config(source: Path) -> tuple[RenderConfig, list[str]]:
@@ -194,7 +215,7 @@ def render_config(source: Path) -> tuple[RenderConfig, list[str]]:
     official |= {"max_seq_length": 1024, "font_color": "black", "background_color": "white", "pad_size": 3}
     differences = ["drawn by PangoCairo in the official code, by HarfBuzz and FreeType in pixeltext"]
     if path.is_file():
-        official |= _json_object(path)
+        official |= read_json_object(path)
     else:
         differences.append(
             "no text_renderer_config.json in the folder: the official noto_renderer's is assumed"

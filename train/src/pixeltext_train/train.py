@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pixeltext_train.checkpoints import AtomicCheckpointIO, load_pretraining
 from pixeltext_train.cli import Preempted, check_finite
 from pixeltext_train.data.datamodule import ShardDataModule, StreamTracker
+from pixeltext_train.from_llama import LlamaFolder, is_llama_folder, read_llama_folder
 from pixeltext_train.module import PixelTextLM
 from pixeltext_train.progress import BudgetProgressBar
 from pixeltext_train.resume import (
@@ -45,10 +46,14 @@ def default_precision() -> str:
     return "32-true"
 
 
-def build(cfg: DictConfig) -> tuple[ShardDataModule, PixelTextLM]:
+def build(cfg: DictConfig, llama: LlamaFolder | None = None) -> tuple[ShardDataModule, PixelTextLM]:
+    """The data module and the module; starting from a Llama folder, the folder decides the shape."""
     data_options = OmegaConf.to_container(cfg.data, resolve=True)
     data = ShardDataModule(**data_options, max_positions=cfg.model.max_positions, seed=cfg.seed)
     model = {**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": data.vocab_size}
+    if llama is not None:
+        llama.check_tokenizer(data.manifest["tokenizer"])
+        model = llama.model(model)
     module = PixelTextLM(
         model=model,
         **OmegaConf.to_container(cfg.optimizer, resolve=True),
@@ -242,8 +247,9 @@ def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     if cfg.trainer.max_steps < 1:  # (pre-training is bounded by steps, not epochs)
         raise ValueError(f"trainer.max_steps must be at least 1, got {cfg.trainer.max_steps}")
     L.seed_everything(cfg.seed, workers=True)
-    data, module = build(cfg)
     init_from = cfg.get("init_from")
+    llama = read_llama_folder(init_from) if is_llama_folder(init_from) else None
+    data, module = build(cfg, llama)
     if cfg.ckpt_path and load_pretraining(cfg.ckpt_path)["hyper_parameters"].get("converted"):
         # a converted paper checkpoint has no run to resume: start a new run from its weights
         init_from, cfg = cfg.ckpt_path, OmegaConf.merge(cfg, {"ckpt_path": None})
@@ -254,7 +260,10 @@ def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     if trainer.is_global_zero:
         parameters = module.model.num_parameters()
         log.info("model: %.1f M parameters; shards: %s (%d)", parameters / 1e6, data.location, len(data.urls))
-    if init_from and not resume:  # (a resumed run has its own weights)
+    if llama is not None and not resume:  # (a resumed run has its own weights)
+        fresh = llama.load_into(module.model)
+        log.info("starting from the text model %s; fresh: %s", llama.path, ", ".join(fresh))
+    elif init_from and not resume:
         initialise(module, data, Path(init_from))
     ckpt = str(resume.checkpoint) if resume else None
     last = run_dir / "checkpoints" / LAST
