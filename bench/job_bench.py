@@ -10,7 +10,10 @@ rendering, tokenising, encoding, tar writing, manifest):
   translations) repeated 40 times under distinct ids, where the caches are warm;
 - the job's time per stage (exclusive wall time, `stage_clock.py`), the rest being Beam's;
 - the strip-image encodings and deflate libraries on the same strips, which is how the
-  stored PNG was chosen.
+  stored PNG was chosen;
+- the colour modes (``RenderConfig.color``: rgb, gray, binary) on the same documents: shard
+  bytes per strip (the whole job's tar files) and strips/s, of the job and of rendering and
+  encoding alone with warm caches.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from render_bench import ensure_pango, time_pango
 from stage_clock import StageClock
 from zlib_ng import zlib_ng
 
-from pixeltext_render import Renderer
-from pixeltext_render.format.sample import encode_png
+from pixeltext_render import RenderConfig, Renderer
+from pixeltext_render.config import COLORS
+from pixeltext_render.format.sample import encode_png, encode_strip
 from pixeltext_render.job.corpora import default_corpus, django_catalogue, django_messages
 from pixeltext_render.job.pipeline import RenderJob, process_renderer, run
 
@@ -68,14 +72,19 @@ def mixed_documents() -> list[dict[str, str]]:
     return [{"id": f"r{r}-{i}", "text": t} for r in range(MIX_REPEATS) for i, t in enumerate(texts)]
 
 
-def time_job(documents: list[dict[str, str]], workers: int = 1, clock: StageClock | None = None):
+def time_job(
+    documents: list[dict[str, str]],
+    workers: int = 1,
+    clock: StageClock | None = None,
+    config: RenderConfig | None = None,
+):
     """Seconds for the whole job on ``documents`` (a JSONL corpus), and its manifest. The job
     starts with cold caches, as a fresh worker does: no renderer is kept from an earlier job."""
     process_renderer.cache_clear()
     with tempfile.TemporaryDirectory() as folder:
         corpus = Path(folder, "corpus.jsonl")
         corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents), "utf-8")
-        job = RenderJob((str(corpus),), str(Path(folder, "out")))
+        job = RenderJob((str(corpus),), str(Path(folder, "out")), config=config or RenderConfig())
         start = time.perf_counter()
         if clock is None:
             manifest = run(job, workers=workers, progress=False)
@@ -144,6 +153,44 @@ def deflates(strips: list) -> list[tuple[str, float, float]]:
     return table
 
 
+def colour_modes(documents: list[dict[str, str]], report: dict) -> None:
+    """Each colour mode on the same documents: the whole job (1 worker, cold) and its shard bytes
+    per strip, then rendering and encoding alone, the second pass (warm caches)."""
+    print(f"\ncolour modes (RenderConfig.color), the same {len(documents)} documents:")
+    print(
+        f"{'mode':8}{'strips':>8}{'shard bytes/strip':>19}{'png bytes/strip':>17}{'job strips/s':>14}"
+        f"{'render+encode strips/s':>24}"
+    )
+    rows = {}
+    for color in COLORS:
+        config = RenderConfig(color=color)
+        seconds, manifest = time_job(documents, config=config)
+        totals = manifest["totals"]
+        renderer = Renderer(config)
+        for _ in range(2):  # (the first pass fills the caches)
+            start, samples = time.perf_counter(), []
+            for document in documents:
+                strips = renderer.render(document["text"]).strips
+                for index, strip in enumerate(strips):
+                    samples.append(
+                        encode_strip(strip, document["id"], index, len(strips), "bench", config.patch_size)
+                    )
+            warm = time.perf_counter() - start
+        row = {
+            "strips": totals["strips"],
+            "shard_bytes_per_strip": totals["bytes"] / totals["strips"],
+            "png_bytes_per_strip": statistics.mean(len(sample["png"]) for sample in samples),
+            "job_strips_per_s": totals["strips"] / seconds,
+            "render_encode_strips_per_s": len(samples) / warm,
+        }
+        print(
+            f"{color:8}{row['strips']:8}{row['shard_bytes_per_strip']:19,.0f}{row['png_bytes_per_strip']:17,.0f}"
+            f"{row['job_strips_per_s']:14.1f}{row['render_encode_strips_per_s']:24.1f}"
+        )
+        rows[color] = row
+    report["colour_modes"] = rows
+
+
 def compare(name: str, documents: list[dict[str, str]], pango_problem: str | None, report: dict) -> None:
     """The whole job, one worker, against PangoCairo + PNG on the same strips."""
     seconds, manifest = time_job(documents)
@@ -194,6 +241,7 @@ def main() -> None:
     print(f"{'':64}{'bytes':>9}{'encode ms':>11}")
     for name, size, encode_ms in deflates(rendered):
         print(f"{name:64}{size:9,.0f}{encode_ms:11.2f}")
+    colour_modes(default[:30], report)
     out = Path("outputs/bench")
     out.mkdir(parents=True, exist_ok=True)
     (out / "job.json").write_text(json.dumps(report, indent=2))

@@ -1,7 +1,8 @@
 """Evaluate pre-trained checkpoints: ``python eval/run.py task=... checkpoint=... modality=...``.
 
 - language understanding (``task=rotten_tomatoes``, a GLUE task, ``xnli``, ``custom``):
-  fine-tune with a sequence head, score, write ``results.json``;
+  fine-tune with a sequence head, score, write ``results.json``; ``rendered=official``: GLUE or
+  XNLI on the paper's own rendered strips (``data_dir``: its released folder or tar);
 - ``task=intrinsic``: held-out next-token loss, bits per byte and next-patch loss;
 - ``task=reconstruct prompt="..."``: ``reconstruction.png``, the strip and the model's
   next-patch predictions under it;
@@ -26,6 +27,7 @@ from pixeltext_train.evaluate.finetune import FinetuneOptions, finetune
 from pixeltext_train.evaluate.generation import GenerateOptions, write_generation
 from pixeltext_train.evaluate.intrinsic import intrinsic
 from pixeltext_train.evaluate.reconstruct import write_reconstruction
+from pixeltext_train.evaluate.rendered import check_rendered, rendered_task
 from pixeltext_train.evaluate.tasks import load_task
 
 store_defaults("finetune", FinetuneOptions, set_by_command=("modality", "seed", "init_seed"))
@@ -40,10 +42,13 @@ def main(cfg: DictConfig) -> None:
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> None:
+    check_rendered(cfg.task, cfg.rendered)
+    official = cfg.rendered == "official"  # the paper's own pixels, not ours
     allow = cfg.allow_render_difference or (
         cfg.modality == "text" and cfg.task not in ("reconstruct", "intrinsic", "cloze")
     )
-    backbone = load_backbone(cfg.checkpoint, OmegaConf.to_container(cfg.model, resolve=True), allow)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    backbone = load_backbone(cfg.checkpoint, model, allow, official_pixels=official)
     if cfg.task == "generate":
         options = GenerateOptions(**cfg.generate)
         record = write_generation(backbone, cfg.modality, options, run_dir, cfg.prompt, cfg.prompt_image)
@@ -67,7 +72,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
         results |= {"task": "intrinsic", "checkpoint": backbone.source, "shards": cfg.shards}
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
     else:
-        task = load_task(cfg.task, OmegaConf.to_container(cfg, resolve=True))
+        given = OmegaConf.to_container(cfg, resolve=True)
+        patch_size = backbone.renderer.config.patch_size
+        task = rendered_task(cfg.task, given, patch_size) if official else load_task(cfg.task, given)
         options = FinetuneOptions(modality=cfg.modality, seed=cfg.seed, **cfg.finetune)
         results = finetune(task, backbone, options, run_dir)  # writes results.json
     print(json.dumps(results, indent=2, default=float))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -10,6 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from pixeltext_render.config import COLORS, STRATEGIES
 
 
 def _load_config(path: str | None):
@@ -36,12 +40,18 @@ def _preview(args: argparse.Namespace) -> int:
     text = (
         args.text if args.text is not None else Path(args.file).read_text(encoding="utf-8", errors="replace")
     )
-    renderer = Renderer(_load_config(args.config), args.tokenizer)
-    if args.text_pair is not None:
-        strips = [renderer.render_pair(text, args.text_pair)]
-    else:
-        strips = renderer.render(text).strips
-    preview_image(strips, renderer.config.patch_size, args.patches_per_row, args.scale).save(args.out)
+    config = _load_config(args.config)
+    shown = []  # each strategy's and colour mode's strips, one picture (the same text in each)
+    variants = itertools.product(args.strategy or [config.strategy], args.color or [config.color])
+    for strategy, color in variants:
+        renderer = Renderer(dataclasses.replace(config, strategy=strategy, color=color), args.tokenizer)
+        if args.text_pair is not None:
+            shown.append([renderer.render_pair(text, args.text_pair)])
+        else:
+            shown.append(renderer.render(text).strips)
+    everything = [strip for strips in shown for strip in strips]
+    preview_image(everything, config.patch_size, args.patches_per_row, args.scale).save(args.out)
+    strips = shown[0]
     summary = {
         "strips": len(strips),
         "text_patches": [s.num_text_patches for s in strips],
@@ -134,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--file", help="read the text from this file (UTF-8)")
     preview.add_argument("--text-pair", help="render --text and this as a sentence pair")
     preview.add_argument("--config", help="render config as JSON or YAML (RenderConfig fields)")
+    preview.add_argument(
+        "--strategy",
+        action="append",
+        choices=STRATEGIES,
+        help="rendering strategy instead of the config's; repeatable: one picture, the text in each",
+    )
+    preview.add_argument(
+        "--color",
+        action="append",
+        choices=COLORS,
+        help="colour mode instead of the config's; repeatable: one picture, the text in each mode",
+    )
     preview.add_argument(
         "--tokenizer", default="sentencepiece", help="bytes | sentencepiece[:PATH] | hf:PATH"
     )

@@ -46,6 +46,13 @@ DEFAULT_FONTS: tuple[str, ...] = (
 
 RGB = tuple[int, int, int]
 
+# Where a text's pieces go (see strategies.py): end to end (PIXEL), or each unit of a word,
+# a character pair or a character on a grid (Lotz et al. 2023).
+STRATEGIES: tuple[str, ...] = ("continuous", "bigrams", "mono", "words")
+
+# How a strip's pixels are stored: RGB, or one channel of luminance (gray) or of ink (binary).
+COLORS = ("rgb", "gray", "binary")
+
 
 @dataclass(frozen=True)
 class RenderConfig:
@@ -66,6 +73,11 @@ class RenderConfig:
     baseline: int | None = None  # pixel row of the baseline; None centres the main font
     newline_glyph: str = "\u00b6"  # a line break is drawn as this character (pilcrow)
     tab_glyph: str = "\u2003"  # a tab is drawn as this character (em space)
+    # left out of ``to_dict`` while continuous, so configs recorded before it keep their fingerprint
+    strategy: str = field(default="continuous", metadata={"recorded_unless_default": True})
+    # rgb | gray (luminance, one channel) | binary (ink, one channel of 0/255); left out of
+    # ``to_dict`` while rgb, so configs recorded before it keep their fingerprint
+    color: str = field(default="rgb", metadata={"recorded_unless_default": True})
     cache_size: int = field(default=200_000, compare=False)  # shaped words kept per process
 
     def __post_init__(self) -> None:
@@ -94,8 +106,14 @@ class RenderConfig:
         for name in ("newline_glyph", "tab_glyph"):
             if len(getattr(self, name)) != 1:
                 problems.append(f"{name} must be exactly one character")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+        elif self.strategy == "mono" and self.patch_size % 2:
+            problems.append(f"mono needs an even patch_size (cells of half a patch), got {self.patch_size}")
         if self.cache_size < 0:
             problems.append("cache_size must not be negative")
+        if self.color not in COLORS:
+            problems.append(f"color must be one of {COLORS}, got {self.color!r}")
         if problems:
             raise ValueError("invalid RenderConfig: " + "; ".join(problems))
 
@@ -107,9 +125,20 @@ class RenderConfig:
     def width(self) -> int:
         return self.patch_size * self.max_patches
 
+    @property
+    def channels(self) -> int:
+        """Values per pixel as stored and as the model sees them: 3 (rgb) or 1 (gray, binary)."""
+        return 3 if self.color == "rgb" else 1
+
     def to_dict(self) -> dict[str, Any]:
-        """The fields that decide pixels, as plain JSON types."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        """The fields that decide pixels, as plain JSON types; a field added after configs were
+        recorded (``recorded_unless_default``) only when it is not at its default."""
+        values = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.compare
+            and not (f.metadata.get("recorded_unless_default") and getattr(self, f.name) == f.default)
+        }
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod

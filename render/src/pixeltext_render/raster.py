@@ -1,4 +1,5 @@
-"""The strip canvas: cached glyph ink scattered into one array, then coloured through a table."""
+"""The strip canvas: cached glyph ink scattered into one array, then coloured through a table,
+then stored in the config's colour mode (``convert_color``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,28 @@ import numpy as np
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.fonts import ColorInk, FontChain, MonoInk
 from pixeltext_render.glyphs import Glyphs
+
+BINARY_THRESHOLD = 127  # binary: a pixel whose luminance is above this is paper (255), else ink (0)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """The luma of uint8 RGB pixels [..., 3] -> [...]: ITU-R 601-2, 0.299 R + 0.587 G + 0.114 B
+    in Pillow's fixed point (``convert("L")``, what the official grey fine-tuning inputs are
+    made with), rounded; its weights sum to 1 exactly, so a grey pixel keeps its value."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def convert_color(image: np.ndarray, color: str) -> np.ndarray:
+    """A drawn strip (RGB [H, W, 3], or [H, W] when every pixel is grey) in colour mode ``color``:
+    rgb as it is; gray its luminance; binary that luminance thresholded at ``BINARY_THRESHOLD``
+    (PIXAR's ``> 255 / 2`` and PIXEL-GPT's ``> 127``, the same on integers): one channel [H, W, 1]."""
+    if color == "rgb":
+        return image
+    grey = image if image.ndim == 2 else luminance(image)
+    if color == "binary":
+        grey = np.multiply(grey > BINARY_THRESHOLD, 255, dtype=np.uint8)
+    return grey[..., None]
 
 
 def coverage_colors(text_color, background) -> np.ndarray:
@@ -145,12 +168,13 @@ class Canvas:
     """Draws lines of pieces into strips of the config's geometry.
 
     A strip without colour glyphs, drawn in grey on grey (the default: black on white), is
-    returned as one channel [H, W]; otherwise as RGB [H, W, 3]. Both are exact.
+    drawn as one channel [H, W]; otherwise as RGB [H, W, 3]. Both are exact. ``finish`` then
+    returns it in the config's colour mode: as drawn (rgb), or one channel [H, W, 1].
     """
 
     def __init__(self, config: RenderConfig, baseline: int):
         self.geometry = Geometry.of(config, baseline)
-        self.patch_size = config.patch_size
+        self.patch_size, self.color = config.patch_size, config.color
         colors = coverage_colors(config.text_color, config.background)
         self._colors = colors
         self._grey = colors[:, 0].copy() if (colors == colors[:, :1]).all() else None
@@ -196,10 +220,12 @@ class Canvas:
                 ink_right = max(ink_right, x + glyph.rgba.shape[1])
         return image, ink_right
 
-    def finish(self, image: np.ndarray, black: list[int], used: int) -> None:
-        """Blank everything after the end patch ``used``, then paint the ``black`` patches."""
+    def finish(self, image: np.ndarray, black: list[int], used: int) -> np.ndarray:
+        """Blank everything after the end patch ``used``, paint the ``black`` patches, and return
+        the strip in the config's colour mode (the last step of drawing)."""
         patch = self.patch_size
         tail = self._blank[:, (used + 1) * patch :]
         image[:, (used + 1) * patch :] = tail if image.ndim == 3 else tail[..., 0]
         for index in black:
             image[:, index * patch : (index + 1) * patch] = 0
+        return convert_color(image, self.color)

@@ -1,9 +1,11 @@
-"""The renderer: a text (or a pair of texts) becomes RGB strips with aligned tokens.
+"""The renderer: a text (or a pair of texts) becomes strips (RGB, or one channel: ``RenderConfig.color``)
+with aligned tokens.
 
 A document is tokenised once, cut into pieces that are shaped (and cached) one by one,
 then split into strips. Strips are cut only where a token starts, at a piece (word)
 boundary if one fits, else at a grapheme boundary, so no glyph and no token is split
-between two strips, and the strips' tokens concatenate to the document's tokens.
+between two strips, and the strips' tokens concatenate to the document's tokens. What a
+piece is, and where it goes, is the config's strategy (strategies.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pixeltext_render.config import RENDERER_VERSION, RenderConfig, fingerprint
 from pixeltext_render.fonts import ColorInk, FontChain, engine_versions
 from pixeltext_render.raster import Canvas, InkCache, Line
 from pixeltext_render.shaping import Piece, Shaper
-from pixeltext_render.text import display_table, grapheme_starts, normalize_text, piece_bounds
+from pixeltext_render.strategies import layout_for
+from pixeltext_render.text import display_table, grapheme_starts, normalize_text
 from pixeltext_render.tokenizers import DEFAULT_TOKENIZER, Encoding, Tokenizer, load_tokenizer
 
 
@@ -29,7 +32,7 @@ from pixeltext_render.tokenizers import DEFAULT_TOKENIZER, Encoding, Tokenizer, 
 class Strip:
     """One rendered strip: pixels, the exact text drawn, and its tokens aligned to patches."""
 
-    image: np.ndarray  # uint8 [H, W] when every pixel is grey (R = G = B), else [H, W, 3]
+    image: np.ndarray  # uint8 [H, W] if rgb and grey (R = G = B), else [H, W, 3]; gray, binary: [H, W, 1]
     text: str  # exactly the text drawn (normalised); for a pair, the first text
     start: int  # offset of ``text`` in the normalised document
     num_text_patches: int  # patches before the black end-of-text patch
@@ -40,13 +43,15 @@ class Strip:
 
     @property
     def pixels(self) -> np.ndarray:
-        """The strip as RGB, uint8 [H, W, 3] (a read-only view when the strip is grey)."""
+        """The strip in its channels, uint8 [H, W, C]: RGB (a read-only view when a rgb strip is
+        grey), or the one channel of gray and binary."""
         if self.image.ndim == 3:
             return self.image
         return np.broadcast_to(self.image[..., None], (*self.image.shape, 3))
 
     @property
     def is_grey(self) -> bool:
+        """A rgb strip stored as one grey plane."""
         return self.image.ndim == 2
 
 
@@ -173,11 +178,12 @@ class Renderer:
         inks = InkCache(self.chain, self.canvas.geometry)
         self.shaper = Shaper(self.chain, display, inks, self.config.cache_size)
         self.display = display  # the whitespace display rule as a translate table
+        self.layout = layout_for(self.config, self.shaper, display)  # the strategy's pieces and margins
         patch = self.config.patch_size
         self._capacity = (
-            patch * (self.config.max_patches - 1) - self.config.margin_left - self.config.margin_right
+            patch * (self.config.max_patches - 1) - self.layout.margin_left - self.layout.margin_right
         )
-        self._right_limit = patch * (self.config.max_patches - 1) - self.config.margin_right
+        self._right_limit = patch * (self.config.max_patches - 1) - self.layout.margin_right
 
     def _centred_baseline(self) -> int:
         """Centre the main font's capital height and descender in the strip's height."""
@@ -216,7 +222,7 @@ class Renderer:
         start, first_token, capacity, before = 0, 0, self._capacity, None
         while not strips or start < len(text):
             end, end_token, overflow = cuts.next(start, capacity, before)
-            placed = self._place(shaped, start, end, self.config.margin_left)
+            placed = self._place(shaped, start, end, self.layout.margin_left)
             image, ink_right = self.canvas.draw(placed.origins, placed.line)
             right = max(placed.right, ink_right)
             needed = self._patches_for(right) if end > start else 0
@@ -227,7 +233,7 @@ class Renderer:
                 capacity, before = capacity - over, end
                 continue
             used = min(needed, self.config.max_patches - 1)
-            self.canvas.finish(image, [used], used)
+            image = self.canvas.finish(image, [used], used)
             strips.append(
                 Strip(
                     image=image,
@@ -256,7 +262,7 @@ class Renderer:
         limit = self.config.max_patches if max_patches is None else min(max_patches, self.config.max_patches)
         if limit < 4:
             raise ValueError(f"max_patches is {max_patches}: a pair needs at least 4 (texts, separator, end)")
-        patch, margin = self.config.patch_size, self.config.margin_left
+        patch, margin = self.config.patch_size, self.layout.margin_left
         texts = [normalize_text(text).text, normalize_text(text_pair).text]
         encodings = [self.tokenizer.encode(t) for t in texts]
         shaped = [self._shape(t) for t in texts]
@@ -274,7 +280,7 @@ class Renderer:
         used = separator + 1
         if ends[1]:
             used = min(self._patches_for(max(second.right, ink_right)), limit - 1)
-        self.canvas.finish(image, [separator, used], used)
+        image = self.canvas.finish(image, [separator, used], used)
         ids = [e.ids[:k] for e, k in zip(encodings, token_ends, strict=True)]
         return PairStrip(
             image=image,
@@ -306,7 +312,7 @@ class Renderer:
         token that starts cleanly (``Encoding.clean_breaks``), so the tokens kept are a
         prefix of each text's tokens and are the tokens of the text kept.
         """
-        margin = self.config.margin_left
+        margin = self.layout.margin_left
         ends = [len(s.text) for s in shaped]
         token_ends = [len(e) for e in encodings]
         # where each text may be cut (token starts between characters), and how far each cut is
@@ -327,14 +333,12 @@ class Renderer:
     # -- shaping and placing -----------------------------------------------------------
 
     def _shape(self, text: str) -> _ShapedText:
-        """Cut ``text`` into pieces (words, split where the bidi level changes) and shape each."""
+        """Cut ``text`` into pieces (the strategy's units, split where the bidi level changes)
+        and shape each."""
         levels = embedding_levels(text.translate(self.display)) if has_rtl(text) else None
-        bounds = piece_bounds(text)
-        if levels is not None:
-            changes = np.flatnonzero(np.diff(levels)) + 1
-            bounds = sorted(set(bounds).union(changes.tolist()))
+        bounds = self.layout.bounds(text, levels)
         piece_levels = levels[bounds[:-1]] if levels is not None else np.zeros(len(bounds) - 1, np.uint8)
-        shape = self.shaper.piece
+        shape = self.layout.piece
         if levels is None:
             pieces = [shape(text[a:b], False) for a, b in pairwise(bounds)]
         else:
@@ -359,7 +363,7 @@ class Renderer:
             a, b = int(bounds[first + index]), int(bounds[first + index + 1])
             if a < start or b > end:
                 a, b = max(a, start), min(b, end)
-                cut[index] = (a, self.shaper.piece(shaped.text[a:b], bool(levels[index] & 1)))
+                cut[index] = (a, self.layout.piece(shaped.text[a:b], bool(levels[index] & 1)))
         if cut:
             columns = columns.replaced({index: piece for index, (_, piece) in cut.items()})
         widths = columns.width
@@ -381,7 +385,7 @@ class Renderer:
     def _patches_for(self, right: int) -> int:
         """Patches used by content ending at pixel ``right`` (margin included)."""
         patch = self.config.patch_size
-        return -(-(right + self.config.margin_right) // patch)
+        return -(-(right + self.layout.margin_right) // patch)
 
     def _token_patches(self, placed: _Placed, spans: np.ndarray, used: int) -> np.ndarray:
         """First and last patch of each token from its characters' extents."""

@@ -59,14 +59,23 @@ def grapheme_starts(text: str) -> list[int]:
     return [m.start() for m in _GRAPHEME.finditer(text)] + [len(text)]
 
 
+def space_mask(text: str) -> np.ndarray:
+    """bool [len(text)]: which characters are whitespace."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+    return _IS_SPACE[np.minimum(codes, _LAST_SPACE + 1)]
+
+
 def piece_bounds(text: str) -> list[int]:
     """Offsets that cut ``text`` into pieces (first 0, last ``len(text)``)."""
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
-    space = _IS_SPACE[np.minimum(codes, _LAST_SPACE + 1)]
+    space = space_mask(text)
     ends = np.flatnonzero(~space[:-1] & space[1:]) + 1  # a piece ends where spaces begin
-    bounds = [0, *ends.tolist(), len(text)] if len(text) else [0]
+    return cut_long_pieces(text, [0, *ends.tolist(), len(text)] if len(text) else [0])
+
+
+def cut_long_pieces(text: str, bounds: list[int]) -> list[int]:
+    """``bounds`` with every piece longer than MAX_PIECE_CHARS cut (see ``_cut_long``)."""
     if len(bounds) > 1 and int(np.diff(bounds).max()) > MAX_PIECE_CHARS:
-        bounds = [0, *(cut for a, b in pairwise(bounds) for cut in _cut_long(text, a, b))]
+        return [0, *(cut for a, b in pairwise(bounds) for cut in _cut_long(text, a, b))]
     return bounds
 
 

@@ -19,7 +19,10 @@ head predicts them too, and the pixels are ``mean + std * prediction``; it recog
 end patch as a predicted mean below ``END_PATCH_MEAN``. A model without it (the paper's) is
 de-normalised with its prompt's own mean and spread (``prompt_statistics``), which measured as
 close to the true pixels as the head does; its end patch cannot be told from any other
-normalised patch, so it stops only at ``max_new_patches``.
+normalised patch, so it stops only at ``max_new_patches``. A model trained with
+``patch_loss=bce`` (binary strips) predicts each pixel's ink logit instead: ink where its
+sigmoid is above 0.5, drawn 0, else paper, 255 (``ink_pixels``); a patch drawn with a mean
+below ``END_PATCH_MEAN`` is the end patch, as with the head.
 """
 
 from __future__ import annotations
@@ -92,18 +95,21 @@ class Continuation:
 # -- prompts -----------------------------------------------------------------------------
 
 
-def strip_patches_of(image: np.ndarray, patch_size: int) -> np.ndarray:
+def strip_patches_of(image: np.ndarray, patch_size: int, channels: int = 3) -> np.ndarray:
     """A strip picture's text patches, each flattened (row, column, channel) [k, D]: up to its
-    black end patch if it has one, else up to its last patch with ink."""
-    pixels = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
-    height, width = pixels.shape[:2]
+    black end patch if it has one, else up to its last patch with ink. A grey picture [H, W]
+    has its one value in each of the ``channels``; [H, W, C] must have them."""
+    pixels = image if image.ndim == 3 else np.repeat(image[..., None], channels, axis=-1)
+    height, width, given = pixels.shape
+    if given != channels:
+        raise ValueError(f"the model takes {channels}-channel patches; this picture has {given} channels")
     if height != patch_size:
         raise ValueError(f"a strip is {patch_size} pixels high; this image is {height}")
     if width % patch_size:  # (a crop: the rest of its last patch is paper)
         pad = patch_size - width % patch_size
-        pixels = np.concatenate([pixels, np.full((height, pad, 3), 255, np.uint8)], axis=1)
+        pixels = np.concatenate([pixels, np.full((height, pad, channels), 255, np.uint8)], axis=1)
     count = pixels.shape[1] // patch_size
-    patches = pixels.reshape(height, count, patch_size, 3).transpose(1, 0, 2, 3).reshape(count, -1)
+    patches = pixels.reshape(height, count, patch_size, channels).transpose(1, 0, 2, 3).reshape(count, -1)
     black = np.flatnonzero((patches == 0).all(axis=1))
     if len(black):
         return np.ascontiguousarray(patches[: black[0]])
@@ -155,10 +161,19 @@ def prompt_statistics(prompts: list[Prompt], device: torch.device) -> Tensor:
     return torch.stack(rows).to(device)
 
 
+def ink_pixels(logits: Tensor) -> Tensor:
+    """uint8 pixels of a ``patch_loss=bce`` prediction: ink (sigmoid above 0.5) 0, paper 255."""
+    return torch.where(logits.float().sigmoid() > 0.5, 0, 255).to(torch.uint8)
+
+
 def patch_pixels(model: PixelTextModel, hidden: Tensor, fallback: Tensor) -> tuple[Tensor, Tensor]:
     """The next patch of each row as uint8 pixels [B, D], and whether it is the end patch [B]:
-    de-normalised with the ``patch_stats`` head's mean and spread, or else with ``fallback``
-    [B, 2] (and then never the end patch, which a normalised prediction cannot show)."""
+    ink bits (``patch_loss=bce``); or de-normalised with the ``patch_stats`` head's mean and
+    spread, or else with ``fallback`` [B, 2] (and then never the end patch, which a normalised
+    prediction cannot show)."""
+    if model.config.patch_loss == "bce":
+        pixels = ink_pixels(model.patch_head(hidden))
+        return pixels, pixels.float().mean(dim=-1) / 255 < END_PATCH_MEAN
     normalised = model.patch_head(hidden).float()
     if model.config.patch_stats:
         mean, std = model.patch_stats_head(hidden).float().unbind(-1)

@@ -8,6 +8,10 @@ is), so a patch target exists where positions ``i`` and ``i + 1`` are both real 
 predicted from the image before it. With the model's ``patch_stats`` head, each next patch's
 pixel mean and standard deviation are also regressed (mean squared error), beside the
 normalised loss, which by design cannot tell them.
+
+The next-patch loss is the model's ``patch_loss``: ``mse``, the normalised MSE above (the
+paper's), or ``bce`` for binary strips, PIXAR's binary cross-entropy of the head's logits
+against each pixel's ink bit, averaged over the patch's pixels (PIXAR averages over an image's).
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ def normalized_patch_mse(predicted: Tensor, target_pixels: Tensor) -> Tensor:
         return predicted.float().sum(dim=-1)  # (none: an empty result that keeps the graph)
     target = normalize_patches(target_pixels.float() / 255.0)
     return (predicted.float() - target).pow(2).mean(dim=-1)
+
+
+def ink_bits(pixels: Tensor) -> Tensor:
+    """Each pixel's ink bit as a float: 1 where its ink (1 - pixel / 255, the model's input) is
+    above 0.5, i.e. pixel < 128; binary strips hold 0 (ink) and 255 (paper) only."""
+    return (pixels < 128).float()
+
+
+def ink_bce(logits: Tensor, target_pixels: Tensor) -> Tensor:
+    """Per-patch mean binary cross-entropy of ink logits against the target's ink bits [N]."""
+    errors = F.binary_cross_entropy_with_logits(logits.float(), ink_bits(target_pixels), reduction="none")
+    return errors.mean(dim=-1)
+
+
+PATCH_ERRORS = {"mse": normalized_patch_mse, "bce": ink_bce}  # by the model's ``patch_loss``
 
 
 def sequence_ids(batch) -> Tensor:
@@ -84,9 +103,11 @@ def targets(batch, bos_id: int | None) -> tuple[Tensor, Tensor]:
     )
 
 
-def next_patch_errors(hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor) -> Tensor:
-    """Normalised MSE of each next-patch prediction at ``where`` [N], in row-major order."""
-    return normalized_patch_mse(head(hidden[where]), patches[:, 1:][where[:, :-1]])
+def next_patch_errors(
+    hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor, loss: str = "mse"
+) -> Tensor:
+    """The ``loss`` (``PATCH_ERRORS``) of each next-patch prediction at ``where`` [N], in row-major order."""
+    return PATCH_ERRORS[loss](head(hidden[where]), patches[:, 1:][where[:, :-1]])
 
 
 def next_patch_stats_errors(hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor) -> Tensor:
@@ -109,10 +130,10 @@ def mean_and_count(errors: Tensor) -> tuple[Tensor, int]:
 
 
 def next_patch_loss(
-    hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor
+    hidden: Tensor, head: torch.nn.Module, patches: Tensor, where: Tensor, loss: str = "mse"
 ) -> tuple[Tensor, int]:
-    """Mean normalised MSE of next-patch predictions at ``where``, and how many there were."""
-    return mean_and_count(next_patch_errors(hidden, head, patches, where))
+    """Mean ``loss`` of next-patch predictions at ``where``, and how many there were."""
+    return mean_and_count(next_patch_errors(hidden, head, patches, where, loss))
 
 
 def next_token_loss(
@@ -129,7 +150,10 @@ def per_example_loss(hidden: Tensor, model: torch.nn.Module, batch, bos_id: int 
     patch_where, token_where = targets(batch, bos_id)
     ids, count = sequence_ids(batch), len(batch.kinds)
     patch_ids = ids[patch_where]
-    loss = _means(next_patch_errors(hidden, model.patch_head, batch.patches, patch_where), patch_ids, count)
+    patch_errors = next_patch_errors(
+        hidden, model.patch_head, batch.patches, patch_where, model.config.patch_loss
+    )
+    loss = _means(patch_errors, patch_ids, count)
     if model.config.patch_stats:
         stats = next_patch_stats_errors(hidden, model.patch_stats_head, batch.patches, patch_where)
         loss = loss + _means(stats, patch_ids, count)

@@ -23,7 +23,7 @@ patch's mean and spread, which turn a normalised prediction back into pixels.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import NamedTuple
 
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 ATTENTION = ("auto", "mask", "flex")
+PATCH_LOSSES = ("mse", "bce")  # the patch head's loss: see losses.patch_errors
 
 SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
 
@@ -57,6 +58,7 @@ class ModelConfig:
     init_std: float = 0.02
     attention: str = "auto"  # packed rows: "mask" (dense, any device), "flex" (CUDA); auto: flex on CUDA
     patch_stats: bool = False  # a head for each next patch's pixel mean and spread (pixel generation)
+    patch_loss: str = "mse"  # mse: normalised pixels (the paper's); bce: ink bits (PIXAR's, binary strips)
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
 
     def __post_init__(self) -> None:
@@ -74,6 +76,13 @@ class ModelConfig:
             )
         if self.attention not in ATTENTION:
             raise ValueError(f"model.attention must be one of {ATTENTION}, got {self.attention!r}")
+        if self.patch_loss not in PATCH_LOSSES:
+            raise ValueError(f"model.patch_loss must be one of {PATCH_LOSSES}, got {self.patch_loss!r}")
+        if self.patch_loss == "bce" and self.patch_stats:
+            raise ValueError(
+                "model.patch_loss=bce predicts each pixel's ink itself, which the patch_stats head's mean "
+                "and spread would not de-normalise: set model.patch_stats=false"
+            )
         if self.max_positions < 2:
             raise ValueError(
                 f"model.max_positions must be at least 2 (a position and the next one it predicts), "
@@ -405,3 +414,20 @@ class PixelTextModel(nn.Module):
         dense = self.num_parameters(embeddings=False)
         lengths = lengths.double()
         return float((6 * dense * lengths + 12 * config.num_layers * config.hidden_size * lengths**2).sum())
+
+
+def one_channel(model: PixelTextModel) -> PixelTextModel:
+    """A copy of an RGB ``model`` that takes one-channel (gray, binary) patches, as the official
+    PIXEL-GPT code fine-tunes an RGB checkpoint on them: the patch embedding's weights averaged
+    over the three channels, its bias kept. The patch head's outputs are averaged likewise, so
+    the model stays whole (the official classifier has no patch head; fine-tuning uses none)."""
+    if model.config.channels != 3:
+        raise ValueError(f"a model of {model.config.channels} channel(s) is not RGB: nothing to average")
+    state = dict(model.state_dict())
+    embed, head = state["embed_patches.projection.weight"], state["patch_head.weight"]
+    # (patches are flattened row, column, channel: the channel is the fastest index)
+    state["embed_patches.projection.weight"] = embed.view(embed.shape[0], -1, 3).mean(dim=-1)
+    state["patch_head.weight"] = head.view(-1, 3, head.shape[1]).mean(dim=1)
+    converted = PixelTextModel(replace(model.config, channels=1))
+    converted.load_state_dict(state)
+    return converted.to(device=embed.device, dtype=embed.dtype)

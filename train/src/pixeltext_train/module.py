@@ -119,7 +119,9 @@ class PixelTextLM(L.LightningModule):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor | int]:
         hidden = self.hidden(batch)
         patch_where, token_where = targets(batch, self.hparams.bos_id)
-        patch_loss, patches = next_patch_loss(hidden, self.model.patch_head, batch.patches, patch_where)
+        patch_loss, patches = next_patch_loss(
+            hidden, self.model.patch_head, batch.patches, patch_where, self.config.patch_loss
+        )
         token_loss, tokens = next_token_loss(hidden, self.model.lm_head, batch.tokens, token_where)
         out = {
             "loss": patch_loss + token_loss,

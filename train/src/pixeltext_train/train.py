@@ -50,7 +50,18 @@ def build(cfg: DictConfig, llama: LlamaFolder | None = None) -> tuple[ShardDataM
     """The data module and the module; starting from a Llama folder, the folder decides the shape."""
     data_options = OmegaConf.to_container(cfg.data, resolve=True)
     data = ShardDataModule(**data_options, max_positions=cfg.model.max_positions, seed=cfg.seed)
-    model = {**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": data.vocab_size}
+    # the vocabulary is the tokenizer's, and the patches' channels the shards' colour mode
+    model = {
+        **OmegaConf.to_container(cfg.model, resolve=True),
+        "vocab_size": data.vocab_size,
+        "channels": data.spec.channels,
+    }
+    color = data.render_config.color
+    if model.get("patch_loss") == "bce" and color != "binary":
+        raise ValueError(
+            f"model.patch_loss=bce learns the ink bits of binary shards; those at {data.location} are "
+            f"rendered in color={color}: render them with color=binary, or keep model.patch_loss=mse"
+        )
     if llama is not None:
         llama.check_tokenizer(data.manifest["tokenizer"])
         model = llama.model(model)

@@ -6,7 +6,8 @@ digits), with members:
 ==================  ==================================================================
 ``.png``            the strip up to and including its black end patch (the rest of the
                     strip is background, by definition); 8-bit greyscale when every pixel
-                    is grey, else 8-bit RGB; lossless, decodes to the exact pixels drawn
+                    is grey or the render config's ``color`` is one channel (gray,
+                    binary), else 8-bit RGB; lossless, decodes to the exact pixels drawn
 ``.tokens.npy``     int32 [n]: token ids of exactly the text shown
 ``.align.npy``      int32 [n, 2]: first and last patch of each token
 ``.txt``            the text shown, UTF-8
@@ -58,7 +59,7 @@ def key_hash(key: str) -> int:
 
 
 def encode_png(image: np.ndarray, level: int = PNG_LEVEL) -> bytes:
-    """A PNG of an 8-bit grey [H, W] or RGB [H, W, 3] image: no row filter, one IDAT chunk.
+    """A PNG of an 8-bit grey [H, W] or [H, W, 1] or RGB [H, W, 3] image: no row filter, one IDAT chunk.
 
     Text strips compress about as well without PNG's row filters, and skipping them makes
     encoding about twice as fast as Pillow's encoder; any PNG reader decodes the result. The
@@ -66,7 +67,7 @@ def encode_png(image: np.ndarray, level: int = PNG_LEVEL) -> bytes:
     slightly smaller (`make bench`); its version is part of the render fingerprint.
     """
     height, width = image.shape[:2]
-    colour_type = 0 if image.ndim == 2 else 2
+    colour_type = 2 if image.ndim == 3 and image.shape[2] == 3 else 0
     rows = np.zeros((height, 1 + image[0].size), np.uint8)  # filter byte 0 (None) per row
     rows[:, 1:] = image.reshape(height, -1)
 
@@ -119,7 +120,7 @@ class StoredStrip:
     """A sample read back: pixels as stored (end patch included), tokens, alignment, text."""
 
     key: str
-    pixels: np.ndarray  # uint8 [H, (text_patches + 1) * patch_size, 3]
+    pixels: np.ndarray  # uint8 [H, (text_patches + 1) * patch_size, channels of the shards' colour mode]
     token_ids: np.ndarray  # int32 [n]
     token_patches: np.ndarray  # int32 [n, 2]
     text: str
@@ -183,12 +184,16 @@ def is_unicode(text: str) -> bool:
 
 
 def decode_sample(
-    sample: dict[str, Any], patch_size: int | None = None, vocab_size: int | None = None
+    sample: dict[str, Any], patch_size: int | None = None, vocab_size: int | None = None, channels: int = 3
 ) -> StoredStrip:
     """Decode a WebDataset sample (``{"__key__": ..., "png": bytes, ...}``) without pickle,
     checked against the schema: every member present, the image ``patch_size`` high and as
     wide as its text patches plus the end patch, one alignment row per token, alignments within
-    the text patches, token ids below ``vocab_size``. Raises :class:`InvalidSample`."""
+    the text patches, token ids below ``vocab_size``. Raises :class:`InvalidSample`.
+
+    ``channels`` are those of the shards' render config (``RenderConfig.channels``; a PNG
+    alone cannot tell a rgb strip stored grey from a gray one): 3, and a grey PNG is repeated
+    into RGB; 1, and the PNG must be grey."""
     missing = [name for name in MEMBERS if name not in sample]
     if missing:
         raise InvalidSample(f"missing member(s) {', '.join('.' + m for m in missing)}")
@@ -199,6 +204,8 @@ def decode_sample(
             width, height = png.size  # from the header: checked before anything is decoded
             if png.mode not in ("L", "RGB"):
                 raise InvalidSample(f"image mode {png.mode}, not 8-bit grey or RGB")
+            if channels == 1 and png.mode != "L":
+                raise InvalidSample(f"image mode {png.mode}: the shards are one channel (8-bit grey)")
             if patch_size is not None and (height, width) != (patch_size, (patches + 1) * patch_size):
                 raise InvalidSample(
                     f"image is {height}x{width} pixels; {patches} text patches and the end patch of "
@@ -233,5 +240,5 @@ def decode_sample(
     if len(text) != meta["chars"]:
         raise InvalidSample(f".{TEXT} has {len(text)} characters, the metadata says {meta['chars']}")
     if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
+        image = np.repeat(image[..., None], 3, axis=2) if channels == 3 else image[..., None]
     return StoredStrip(sample["__key__"], image, token_ids, token_patches, text, meta)

@@ -109,8 +109,10 @@ class ShardDataModule(L.LightningDataModule):
         tokenizer = self.manifest["tokenizer"]
         bos = tokenizer["bos_id"] if tokenizer["bos_id"] is not None else 1
         pad = tokenizer["pad_id"] if tokenizer["pad_id"] is not None else 0
-        patch = RenderConfig.from_dict(self.manifest["render"]["config"]).patch_size
-        self.spec = SequenceSpec(max_positions, patch, bos, pad, end_patch, tokenizer.get("eos_id"))
+        # the strips' geometry and colour mode (the model's channels follow it: train.build)
+        self.render_config = RenderConfig.from_dict(self.manifest["render"]["config"])
+        patch, channels = self.render_config.patch_size, self.render_config.channels
+        self.spec = SequenceSpec(max_positions, patch, bos, pad, end_patch, tokenizer.get("eos_id"), channels)
         self.resume_point = ResumePoint(0, [None] * self.readers_per_rank)  # moved by StreamTracker
         self._resumed: dict[str, Any] | None = None  # the state a checkpoint restored
 

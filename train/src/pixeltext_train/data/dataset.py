@@ -114,7 +114,7 @@ class StripSequences(IterableDataset):
     def _sequence(self, sample: dict, kind: str) -> tuple[str, Sequence] | None:
         """``(key, (kind, ids, patches))``, or None for a sample that breaks the schema (counted)."""
         try:
-            stored = decode_sample(sample, self.spec.patch_size, self.vocab_size)
+            stored = decode_sample(sample, self.spec.patch_size, self.vocab_size, self.spec.channels)
         except InvalidSample as error:
             self.errors(f"sample {sample['__key__']} of {sample['__url__']}", error)
             return None

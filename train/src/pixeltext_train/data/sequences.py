@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pixeltext_render.format.sample import StoredStrip, key_hash
+from pixeltext_render.renderer import Strip
 
 MODALITIES = ("pixel", "text", "pair")  # what a sequence is made of: pre-training and fine-tuning alike
 Sequence = tuple[str, np.ndarray, np.ndarray | None]  # kind, token ids, patches (first) or None
@@ -27,11 +28,12 @@ class SequenceSpec:
     pad_id: int
     end_patch: bool = False  # a strip's black end patch is an input (and a target), as the paper's
     eos_id: int | None = None  # with end_patch, a pair whose text is all there ends with eos
+    channels: int = 3  # the strips' (``RenderConfig.channels``): 3 rgb, 1 gray or binary
 
     @property
     def patch_dim(self) -> int:
-        """Values in one RGB patch."""
-        return self.patch_size**2 * 3
+        """Values in one patch."""
+        return self.patch_size**2 * self.channels
 
 
 def length(sequence: Sequence) -> int:
@@ -45,12 +47,13 @@ def is_validation(document: str, fraction: float) -> bool:
     return key_hash(document) < fraction * 2**64
 
 
-def strip_patches(stored: StoredStrip, patch_size: int, count: int) -> np.ndarray:
-    """The first ``count`` patches of a strip, each flattened (row, column, channel) [count, D]."""
+def strip_patches(stored: StoredStrip | Strip, patch_size: int, count: int) -> np.ndarray:
+    """The first ``count`` patches of a strip, each flattened (row, column, channel) [count, D],
+    in the strip's own channels (D = patch_size² x 3 for rgb, x 1 for gray and binary)."""
     pixels = stored.pixels[:, : count * patch_size]
-    height = pixels.shape[0]
-    patches = pixels.reshape(height, count, patch_size, 3).transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(patches.reshape(count, height * patch_size * 3))  # (count may be 0)
+    height, channels = pixels.shape[0], pixels.shape[2]
+    patches = pixels.reshape(height, count, patch_size, channels).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(patches.reshape(count, height * patch_size * channels))  # (count may be 0)
 
 
 def shown_patches(text_patches: int, room: int, end_patch: bool, *, crop_for_end: bool) -> tuple[int, bool]:

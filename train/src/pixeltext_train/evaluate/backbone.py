@@ -4,7 +4,9 @@ they make for a task: pixels, text, or both (a strip's patches, then its tokens)
 Inputs follow the paper's fine-tuning protocol: an input budget per modality (768 positions
 for pixels or text, 512 patches then 512 tokens for pairs), both texts of a sentence pair kept
 (the longer one is trimmed to fit), a pixel input ending in the black end patch when the
-checkpoint was pre-trained with it, and token pairs in Llama 2's template ``<s> A <s> B``.
+checkpoint was pre-trained with it, and token pairs in Llama 2's template ``<s> A <s> B``. An
+example that carries the paper's stored pixels (``evaluate.rendered``) shows those instead of
+a rendering, cut to the same budget the same way.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from pixeltext_render import RenderConfig, Renderer
+from pixeltext_render import RenderConfig, Renderer, Strip
 from pixeltext_render.text import normalize_text
 from pixeltext_train.checkpoints import load_pretraining
 from pixeltext_train.data.sequences import MODALITIES, SequenceSpec, shown_patches, strip_patches
+from pixeltext_train.evaluate.rendered import PaperStrip, paper_strip
 from pixeltext_train.evaluate.tasks import Example
 from pixeltext_train.model import ModelConfig, PixelTextModel
 
@@ -60,8 +63,9 @@ class InputBudget:
         return InputBudget(min(self.positions, max_positions), patches, tokens, self.end_patch)
 
 
-class RenderMismatch(RuntimeError):
-    """Strips from two sources would not be the same: another renderer or tokenizer."""
+class RenderMismatch(ValueError):
+    """Strips from two sources would not be the same: another renderer or tokenizer (a user's
+    choice to fix, so the commands print it as a sentence)."""
 
 
 def check_fingerprints(expected: dict[str, Any], renderer: Renderer, source: str, other: str) -> None:
@@ -84,13 +88,18 @@ def check_fingerprints(expected: dict[str, Any], renderer: Renderer, source: str
 
 
 def load_backbone(
-    checkpoint: str | Path | None, model: dict[str, Any] | None = None, allow_render_difference: bool = False
+    checkpoint: str | Path | None,
+    model: dict[str, Any] | None = None,
+    allow_render_difference: bool = False,
+    official_pixels: bool = False,
 ) -> Backbone:
     """The checkpoint's decoder, renderer and tokenizer; ``none``: a fresh decoder shaped by
     ``model`` with the default renderer and tokenizer (the from-scratch baseline). A checkpoint
     converted from the paper's (``pixeltext_train.convert``) was pre-trained on another
     renderer's pixels: it is refused unless ``allow_render_difference`` (text inputs do not
-    depend on it)."""
+    depend on it), or unless it is shown the paper's own pixels (``official_pixels``:
+    ``rendered=official``), which in turn a checkpoint pre-trained on pixeltext's pixels was not
+    trained on, and is refused for unless ``allow_render_difference``."""
     if checkpoint in (None, "none", "None"):
         if not model:
             raise ValueError("checkpoint=none needs the architecture to build: model=tiny|small|paper|demo")
@@ -105,12 +114,19 @@ def load_backbone(
     saved = load_pretraining(checkpoint)
     hyper = saved["hyper_parameters"]
     differences = hyper["render"].get("differences")
-    if differences and not allow_render_difference:
+    if differences and not official_pixels and not allow_render_difference:
         raise RenderMismatch(
             f"checkpoint {checkpoint} was pre-trained on pixels pixeltext does not draw the same way: "
             + "; ".join(differences)
             + ". Pixel results would not be the paper's; pass allow_render_difference=true to go on "
-            "(modality=text is not affected)"
+            "(modality=text is not affected), or fine-tune on the paper's own pixels of GLUE or XNLI "
+            "(rendered=official)"
+        )
+    if official_pixels and not differences and not allow_render_difference:
+        raise RenderMismatch(
+            f"checkpoint {checkpoint} was pre-trained on pixeltext's pixels, and rendered=official shows it "
+            "the paper's (drawn by PangoCairo with GoNotoCurrent.ttf): pixel results would measure that "
+            "difference too; pass allow_render_difference=true to go on (modality=text is not affected)"
         )
     renderer = Renderer(RenderConfig.from_dict(hyper["render"]["config"]), hyper["tokenizer"]["spec"])
     check_fingerprints(hyper, renderer, f"checkpoint {checkpoint}", "this machine's renderer rebuilt from it")
@@ -136,7 +152,8 @@ def input_budget(backbone: Backbone, positions: int, pair_patches: int, pair_tok
 
 def sequence_spec(backbone: Backbone, max_positions: int) -> SequenceSpec:
     """How the backbone's inputs are laid out (the ``data.batches.collate`` contract)."""
-    return SequenceSpec(max_positions, backbone.renderer.config.patch_size, backbone.bos_id, 0)
+    config = backbone.renderer.config
+    return SequenceSpec(max_positions, config.patch_size, backbone.bos_id, 0, channels=config.channels)
 
 
 def encode_example(backbone: Backbone, example: Example, modality: str, budget: InputBudget):
@@ -146,14 +163,9 @@ def encode_example(backbone: Backbone, example: Example, modality: str, budget: 
     if modality == "text":
         ids = _text_ids(backbone, _token_texts(backbone, example), budget.positions - 1)
         return "text", np.concatenate([[backbone.bos_id], ids]).astype(np.int64), None
-    renderer, patch_size = backbone.renderer, backbone.renderer.config.patch_size
+    patch_size = backbone.renderer.config.patch_size
     room = budget.pair_patches if modality == "pair" else budget.positions
-    if example.pair is None:
-        strip = renderer.render(example.text).strips[0]  # a long text: its first strip (left crop)
-        texts = [strip.token_ids]
-    else:  # both texts, the longer trimmed so that they fit the budget with the end patch
-        strip = renderer.render_pair(example.text, example.pair, max_patches=max(room, 4))
-        texts = [strip.token_ids[: strip.pair_tokens_start], strip.token_ids[strip.pair_tokens_start :]]
+    strip, texts = _strip(backbone, example, room)
     shown, with_end = shown_patches(strip.num_text_patches, room, budget.end_patch, crop_for_end=True)
     patches = strip_patches(strip, patch_size, shown)
     if with_end:  # the black end patch, pooled on
@@ -164,6 +176,23 @@ def encode_example(backbone: Backbone, example: Example, modality: str, budget: 
     elif not len(patches):
         ids = np.array([backbone.bos_id], np.int64)  # an empty text: just bos
     return modality, ids.astype(np.int64), patches
+
+
+def _strip(backbone: Backbone, example: Example, room: int) -> tuple[Strip | PaperStrip, list[np.ndarray]]:
+    """The strip an example is shown as, and the tokens of each of its texts (a pair input's).
+
+    Stored pixels are shown as stored, the texts' tokens read from its fields; otherwise the
+    checkpoint's renderer draws the text (a long one: its first strip, cropped on the left) or
+    both texts, the longer trimmed so that they fit ``room`` with the end patch."""
+    renderer = backbone.renderer
+    if example.image is not None:
+        stored = paper_strip(example.image, renderer.config.patch_size, renderer.config.color)
+        return stored, _token_texts(backbone, example)
+    if example.pair is None:
+        strip = renderer.render(example.text).strips[0]
+        return strip, [strip.token_ids]
+    pair = renderer.render_pair(example.text, example.pair, max_patches=max(room, 4))
+    return pair, [pair.token_ids[: pair.pair_tokens_start], pair.token_ids[pair.pair_tokens_start :]]
 
 
 def _token_texts(backbone: Backbone, example: Example) -> list[np.ndarray]:

@@ -8,11 +8,17 @@ checkpoint's renderer, so memory does not grow with the task. Classification
 uses cross-entropy, regression (STS-B) a single output and mean squared error. Training stops
 early when the first scored split's main metric stops improving; the best weights are scored
 on every scored split.
+
+``color`` fine-tunes in another colour mode than pre-training, as the official PIXEL-GPT code
+does (``render_mode``): the inputs are rendered in that mode, and an RGB checkpoint given
+one-channel (gray, binary) inputs has its patch embedding averaged over the channels
+(``model.one_channel``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pixeltext_render import Renderer
+from pixeltext_render.config import COLORS
 from pixeltext_train.checkpoints import load_plain
 from pixeltext_train.data.batches import Batch, collate
 from pixeltext_train.data.sequences import SequenceSpec
@@ -45,7 +52,7 @@ from pixeltext_train.evaluate.backbone import (
 )
 from pixeltext_train.evaluate.metrics import score
 from pixeltext_train.evaluate.tasks import Example, Task
-from pixeltext_train.model import PixelTextModel
+from pixeltext_train.model import PixelTextModel, one_channel
 from pixeltext_train.module import check_schedule, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -76,6 +83,7 @@ class FinetuneOptions:
     max_train_examples: int | None = None  # the first N of a seeded shuffle of train
     seed: int = 0
     init_seed: int | None = None  # the head's initialisation, if not from ``seed``
+    color: str | None = None  # inputs rendered rgb | gray | binary; null: the checkpoint's own
 
     @property
     def warmup(self) -> int:
@@ -86,6 +94,10 @@ class FinetuneOptions:
 
     def __post_init__(self) -> None:
         _ = self.warmup  # (refuses a schedule that cannot work)
+        if self.color is not None and self.color not in COLORS:
+            raise ValueError(
+                f"finetune.color must be null (the checkpoint's own) or one of {COLORS}, got {self.color!r}"
+            )
         least = {
             "max_positions": 2,
             "pair_patches": 4,
@@ -102,6 +114,27 @@ class FinetuneOptions:
 
     def budget(self, backbone: Backbone) -> InputBudget:
         return input_budget(backbone, self.max_positions, self.pair_patches, self.pair_tokens, self.pool)
+
+
+def recolored(backbone: Backbone, color: str | None) -> Backbone:
+    """``backbone`` taking inputs rendered in colour mode ``color`` (None: its own): its renderer
+    in that mode, and for one-channel inputs to an RGB checkpoint a copy of its model with the
+    patch embedding averaged over the channels. ``backbone`` itself is left as it is."""
+    config = backbone.renderer.config
+    if color is None or color == config.color:
+        return backbone
+    config = dataclasses.replace(config, color=color)
+    model = backbone.model
+    if config.channels != model.config.channels:
+        if model.config.channels != 3:
+            raise ValueError(
+                f"finetune.color={color}: the checkpoint was pre-trained on one-channel "
+                f"({backbone.renderer.config.color}) strips, whose patch embedding cannot take RGB"
+            )
+        model = one_channel(model)
+    return dataclasses.replace(
+        backbone, model=model, renderer=Renderer(config, backbone.renderer.tokenizer.spec)
+    )
 
 
 class SequenceClassifier(nn.Module):
@@ -254,7 +287,8 @@ def loader(split: TaskSplit, options: FinetuneOptions, spec: SequenceSpec, shuff
 
 
 def prepare(task: Task, backbone: Backbone, options: FinetuneOptions) -> dict[str, TaskSplit]:
-    """The train split (a seeded subset if asked) and every scored split."""
+    """The train split (a seeded subset if asked) and every scored split, in ``options.color``."""
+    backbone = recolored(backbone, options.color)
     examples, numbers = task.train, None  # (a task's store is read in place, not copied)
     if options.max_train_examples and len(task.train) > options.max_train_examples:
         numbers = sorted(
@@ -281,6 +315,7 @@ def finetune(
     L.seed_everything(options.seed, workers=True)
     run_dir = Path(run_dir)
     started = time.perf_counter()
+    backbone = recolored(backbone, options.color)
     splits = splits or prepare(task, backbone, options)
     spec = sequence_spec(backbone, options.budget(backbone).total(options.modality))
     with torch.random.fork_rng():
@@ -337,6 +372,7 @@ def finetune(
     results = {
         "task": task.name,
         "modality": options.modality,
+        "color": backbone.renderer.config.color,
         "input_budget": asdict(options.budget(backbone)),
         "checkpoint": backbone.source,
         "metrics": scores,

@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixeltext_render import RenderConfig
+from pixeltext_render.preview import as_rgb
+from pixeltext_render.raster import convert_color
 from pixeltext_render.text import normalize_text
 from pixeltext_train.data.sequences import strip_patches
 from pixeltext_train.evaluate.backbone import Backbone
@@ -67,14 +70,15 @@ def text_prompt(text: str, tokenizer, bos_id: int) -> Prompt:
     return Prompt(np.concatenate([[bos_id], ids]).astype(np.int64))
 
 
-def load_strip(path: str | Path, patch_size: int) -> np.ndarray:
-    """The text patches of a strip saved as a picture (PNG or any format Pillow reads)."""
+def load_strip(path: str | Path, config: RenderConfig) -> np.ndarray:
+    """The text patches of a strip saved as a picture (PNG or any format Pillow reads), in the
+    renderer's colour mode (a picture in another is converted as the renderer converts strips)."""
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+            pixels = convert_color(np.asarray(image.convert("RGB")), config.color)
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot read {path} as a picture: {error}") from None
-    return strip_patches_of(pixels, patch_size)
+    return strip_patches_of(pixels, config.patch_size, config.channels)
 
 
 def strip_of(backbone: Backbone, prompt: str | None, prompt_image: str | Path | None) -> np.ndarray:
@@ -85,7 +89,7 @@ def strip_of(backbone: Backbone, prompt: str | None, prompt_image: str | Path | 
             'give the prompt as text (prompt="...") or as a strip picture (prompt_image=...), not both'
         )
     if prompt_image is not None:
-        patches = load_strip(prompt_image, backbone.renderer.config.patch_size)
+        patches = load_strip(prompt_image, backbone.renderer.config)
         if not len(patches):
             raise ValueError(f"{prompt_image} shows no text: its strip is blank")
         return patches
@@ -133,9 +137,11 @@ def decoded_text(backbone: Backbone, tokens: np.ndarray) -> str:
 
 
 def patches_image(patches: np.ndarray, patch_size: int) -> np.ndarray:
-    """Patches [n, D] side by side as one strip picture [patch_size, n * patch_size, 3]."""
-    count = len(patches)
-    return patches.reshape(count, patch_size, patch_size, 3).transpose(1, 0, 2, 3).reshape(patch_size, -1, 3)
+    """Patches [n, D] side by side as one strip picture [patch_size, n * patch_size, 3] (RGB, for
+    the marks in colour: one-channel patches, gray or binary, shown grey)."""
+    count, channels = len(patches), patches.shape[1] // patch_size**2
+    strip = patches.reshape(count, patch_size, patch_size, channels).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(as_rgb(strip.reshape(patch_size, -1, channels)))
 
 
 def continuation_picture(
@@ -160,7 +166,7 @@ def reading_picture(backbone: Backbone, patches: np.ndarray, text: str, scale: i
     width = max(len(patches), read.num_text_patches if read else 1) * size
     rows = [patches_image(patches, size), np.full((max(2, size // 4), width, 3), MARK, np.uint8)]
     if read is not None:
-        rows.append(np.ascontiguousarray(read.pixels[:, : read.num_text_patches * size]))
+        rows.append(np.ascontiguousarray(as_rgb(read.pixels[:, : read.num_text_patches * size])))
     canvas = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
     image = Image.fromarray(np.concatenate(canvas))
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)

@@ -38,10 +38,10 @@ def held_out_strips(
         training=False,
         records=shard_records(shards, manifest),
     )
-    count, patch_size = 0, backbone.renderer.config.patch_size
+    count, config = 0, backbone.renderer.config
     for sample in samples:
         try:
-            yield decode_sample(sample, patch_size, backbone.model.config.vocab_size)
+            yield decode_sample(sample, config.patch_size, backbone.model.config.vocab_size, config.channels)
         except InvalidSample as error:
             budget(f"sample {sample['__key__']} of {sample['__url__']}", error)
             continue
@@ -79,7 +79,9 @@ def intrinsic(
                     text_bytes += len(stored.text[:covered].encode("utf-8"))
                 else:
                     where = patch_targets(batch.is_patch, batch.real)
-                    loss, count = next_patch_loss(hidden, model.patch_head, batch.patches, where)
+                    loss, count = next_patch_loss(
+                        hidden, model.patch_head, batch.patches, where, model.config.patch_loss
+                    )
                     patch_sum, patches = patch_sum + loss.item() * count, patches + count
     return {
         "strips": strips,

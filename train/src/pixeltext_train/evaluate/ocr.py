@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from pixeltext_render.preview import as_rgb
+
 SCALE = 2
 BORDER = 10  # white pixels around the text, at the strip's size
 LINE = "--psm 7"  # Tesseract: the picture is one line of text
@@ -37,10 +39,10 @@ def _engine():
 
 
 def read_pixels(pixels: np.ndarray) -> str:
-    """The text an OCR engine reads in a strip picture [H, W, 3] (or [H, W]), on one line."""
+    """The text an OCR engine reads in a strip picture [H, W, 3] (or [H, W], [H, W, 1]), on one line."""
     if pixels.size == 0:
         return ""
-    image = Image.fromarray(np.ascontiguousarray(pixels)).convert("L")
+    image = Image.fromarray(np.ascontiguousarray(as_rgb(pixels))).convert("L")
     image = image.resize((image.width * SCALE, image.height * SCALE), Image.Resampling.LANCZOS)
     image = ImageOps.expand(image, border=BORDER * SCALE, fill=255)
     return " ".join(_engine().image_to_string(image, config=LINE).split())

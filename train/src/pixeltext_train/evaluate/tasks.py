@@ -31,10 +31,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class StoredImage:
+    """A strip as the paper's rendered datasets hold it (``evaluate.rendered``), kept encoded as
+    the row gives it (a few kilobytes) and decoded only when shown, so that tasks stay small."""
+
+    data: str  # base64 of the image file's bytes
+    text_patches: int  # patches before the black end patch (the row's ``num_patches``)
+
+
+@dataclass(frozen=True)
 class Example:
     text: str
     pair: str | None
     label: int | float
+    image: StoredImage | None = None  # the pixels to show instead of rendering ``text`` and ``pair``
 
 
 @dataclass
@@ -83,7 +93,10 @@ class ExampleStore(Sequence[Example]):
         self.extend(examples)
 
     def append(self, example: Example) -> None:
-        line = json.dumps([example.text, example.pair, example.label]) + "\n"  # ASCII: any text
+        fields = [example.text, example.pair, example.label]
+        if example.image is not None:
+            fields += [example.image.data, example.image.text_patches]
+        line = json.dumps(fields) + "\n"  # ASCII: any text
         data = line.encode("ascii")
         os.pwrite(self._descriptor, data, self._size)
         self._size += len(data)
@@ -104,8 +117,8 @@ class ExampleStore(Sequence[Example]):
         if not 0 <= index < len(self):
             raise IndexError(f"example {index} of {len(self)}")
         start = self._ends[index - 1] if index else 0
-        text, pair, label = json.loads(os.pread(self._descriptor, self._ends[index] - start, start))
-        return Example(text, pair, label)
+        text, pair, label, *image = json.loads(os.pread(self._descriptor, self._ends[index] - start, start))
+        return Example(text, pair, label, StoredImage(*image) if image else None)
 
     def __getstate__(self) -> dict[str, Any]:  # a spawned worker: the path, not the descriptor
         return {"path": self.path, "_ends": self._ends, "_size": self._size}
@@ -255,18 +268,24 @@ def _nli_rows(path: Path, reasons: Counter) -> Iterator[dict]:
         yield from _read_tsv(path, header=True)
         return
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                reasons["line that is not JSON"] += 1
-                continue
-            if isinstance(row, dict):
-                yield row
-            else:
-                reasons["line that is not a JSON object"] += 1
+        yield from json_objects(handle, reasons)
+
+
+def json_objects(lines: Iterable[str | bytes], reasons: Counter) -> Iterator[dict]:
+    """The JSON Lines lines that are objects; the others (not JSON, not UTF-8, nested past what a
+    parser follows, not an object) are counted in ``reasons``. Blank lines are no rows."""
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+            reasons["line that is not JSON"] += 1
+            continue
+        if isinstance(row, dict):
+            yield row
+        else:
+            reasons["line that is not a JSON object"] += 1
 
 
 def _nli_examples(rows: Iterable[dict], fields: tuple[str, str, str], reasons: Counter) -> Iterator[Example]:
@@ -284,6 +303,14 @@ def _nli_examples(rows: Iterable[dict], fields: tuple[str, str, str], reasons: C
             reasons["missing or unknown label"] += 1
 
 
+def xnli_languages(setting: str, languages: list[str] | None) -> tuple[list[str], list[str]]:
+    """``(languages trained on, languages scored)`` in an XNLI setting (scored: all 15 by default)."""
+    if setting not in ("english", "translate-train-all"):
+        raise TaskError(f"xnli_setting must be english or translate-train-all, got {setting!r}")
+    languages = languages or XNLI_LANGUAGES
+    return (["en"] if setting == "english" else languages), languages
+
+
 def xnli(folder: str | Path, setting: str = "english", languages: list[str] | None = None) -> Task:
     """XNLI: train on English MultiNLI or on its machine translations into all 15 languages
     (``setting=translate-train-all``), score each language's dev and test sets.
@@ -291,10 +318,8 @@ def xnli(folder: str | Path, setting: str = "english", languages: list[str] | No
     Official TSV layout: ``xnli.dev.tsv`` and ``xnli.test.tsv`` (XNLI-1.0) and
     ``multinli.train.<lang>.tsv`` (XNLI-MT-1.0), anywhere under ``folder``. JSON Lines layout:
     ``<split>-<lang>.jsonl`` (split train, validation, test) with premise, hypothesis, label."""
-    if setting not in ("english", "translate-train-all"):
-        raise TaskError(f"xnli_setting must be english or translate-train-all, got {setting!r}")
-    folder, languages = Path(folder), languages or XNLI_LANGUAGES
-    train_languages = ["en"] if setting == "english" else languages
+    folder = Path(folder)
+    train_languages, languages = xnli_languages(setting, languages)
     train = ExampleStore()
     evaluations: dict[str, list[Example]] = {}
     reasons: Counter = Counter()
@@ -324,8 +349,14 @@ def xnli(folder: str | Path, setting: str = "english", languages: list[str] | No
                 if path:
                     rows = _nli_rows(path, reasons)
                     evaluations[f"{split}/{language}"] = list(_nli_examples(rows, jsonl, reasons))
+    return xnli_task(train, evaluations, reasons)
+
+
+def xnli_task(train: Sequence[Example], evaluations: dict[str, Sequence[Example]], reasons: Counter) -> Task:
+    """XNLI from its examples: ``evaluations`` named ``validation/<lang>`` and ``test/<lang>``,
+    the English dev set first (it guides early stopping), averaged over languages per split (what
+    XNLI reports); rows skipped are counted in ``reasons``."""
     evaluations = {name: rows for name, rows in evaluations.items() if rows}
-    # the English dev set guides early stopping; the averages are what XNLI reports
     ordered = dict(sorted(evaluations.items(), key=lambda item: (item[0] != "validation/en", item[0])))
     averages = {
         split: [name for name in ordered if name.startswith(f"{split}/")] for split in ("validation", "test")

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from pixeltext_render import Renderer
+from pixeltext_render.preview import as_rgb
 from pixeltext_train.evaluate.tasks import Example
 from pixeltext_train.influence.record import Recording
 from pixeltext_train.influence.simulator import GPTfluence
@@ -33,7 +34,7 @@ def leave_one_out(simulator: GPTfluence, recording: Recording, probe: int) -> di
 
 def _strip(renderer: Renderer, text: str, patches: int) -> np.ndarray:
     strip = renderer.render(text).strips[0]
-    return strip.pixels[:, : patches * renderer.config.patch_size]
+    return as_rgb(strip.pixels[:, : patches * renderer.config.patch_size])
 
 
 def explanation_picture(
