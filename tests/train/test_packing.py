@@ -1,18 +1,21 @@
-"""Packed rows: several sequences share a row, each exactly as it would be alone."""
+"""Packed rows: several sequences share a row, each exactly as it would be alone; split packing
+cuts text and pixel sequences where a row ends, never pairs, and loses nothing."""
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from conftest import every_sample
 
 import pixeltext_train.model as model_code
-from pixeltext_train.data.batches import collate, collate_rows
+from pixeltext_train.data.batches import RowSplitter, collate, collate_rows
 from pixeltext_train.data.datamodule import ShardDataModule
-from pixeltext_train.data.sequences import length
+from pixeltext_train.data.sequences import MODALITIES, length
 from pixeltext_train.module import PixelTextLM
+from pixeltext_train.resume import STREAM_STATE, differences
 
 from numerics import EFFECT, KERNEL
 
@@ -55,6 +58,17 @@ def packed(data, sequences, width: int = 256):
         free[row] -= size
     spec = type(data.spec)(width, data.spec.patch_size, data.spec.bos_id, data.spec.pad_id)
     return collate_rows(rows, spec), [s for row in rows for s in row]
+
+
+def split(data, sequences, width: int = 128):
+    """The sequences split-packed into rows of ``width`` (as many rows as sequences: none is left
+    over), as a batch, and its parts as ``(index of their sequence, part)`` in row order."""
+    splitter = RowSplitter(len(sequences), width)
+    for index, sequence in enumerate(sequences):
+        assert splitter.add((index, sequence), length(sequence))
+    rows = splitter.take()
+    spec = type(data.spec)(width, data.spec.patch_size, data.spec.bos_id, data.spec.pad_id)
+    return collate_rows([[part for _, part in row] for row in rows], spec), [p for row in rows for p in row]
 
 
 def losses_and_gradients(module: PixelTextLM, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -132,3 +146,63 @@ def test_packed_batches_fill_rows_from_the_start_and_keep_every_sequence(tiny_sh
         b.real.numel() for b in unpacked._dataset(training=False)
     )
     assert padding < plain_padding
+
+
+def test_split_parts_have_the_losses_and_gradients_they_have_alone(sequences, module):
+    """A cut sequence's parts are examples of their own: the recorder's per-example losses (one
+    per part) are each part's loss alone, and the first part's context never reaches the rest."""
+    data, chosen = sequences
+    batch, parts = split(data, chosen)
+    assert len(parts) > len(chosen)  # some sequences were cut
+    packed_losses, packed_gradients = losses_and_gradients(module, batch)
+    alone_losses, alone_gradients = losses_and_gradients(module, collate([p for _, p in parts], data.spec))
+    torch.testing.assert_close(packed_losses, alone_losses, **KERNEL)
+    for name, gradient in packed_gradients.items():
+        torch.testing.assert_close(gradient, alone_gradients[name], **KERNEL, msg=name)
+    assert ((batch.packing.positions == 0) & batch.real).sum() == len(parts)  # each part starts at 0
+
+
+def test_split_parts_put_together_are_the_sequences_and_pairs_are_never_cut(sequences):
+    data, chosen = sequences
+    _, parts = split(data, chosen, width=100)
+    assert [index for index, _ in parts] == sorted(index for index, _ in parts)  # in order, adjacent
+    assert len(parts) > len(chosen)
+    for index, (kind, ids, patches) in enumerate(chosen):
+        mine = [part for i, part in parts if i == index]
+        assert {part[0] for part in mine} == {kind}
+        if kind == "text":  # the rest continues the text: no bos of its own
+            np.testing.assert_array_equal(np.concatenate([part[1] for part in mine]), ids)
+            assert all(part[1][0] != data.spec.bos_id for part in mine[1:])
+        elif kind == "pixel":
+            np.testing.assert_array_equal(np.concatenate([part[2] for part in mine]), patches)
+        else:  # whole: its tokens read all of its patches
+            assert len(mine) == 1 and mine[0][1] is ids and mine[0][2] is patches
+
+
+def test_split_batches_keep_every_position_once_and_pad_less(tiny_shards):
+    options = {"batch_size": 4, "num_workers": 0, "max_positions": 128}
+    whole, cut = (
+        list(ShardDataModule(str(tiny_shards), packing=packing, **options)._dataset(training=False))
+        for packing in ("whole", "split")
+    )
+    for batch in cut:
+        real = batch.real.int()
+        assert (real[:, 1:] <= real[:, :-1]).all()  # padding only at the tail of a row
+        starts = batch.kinds[batch.packing.segments[1:, 0]]
+        assert (batch.real[:-1].all(dim=1) | (starts == MODALITIES.index("pair"))).all()  # or a pair moved
+        assert len(batch.keys) == len(batch.kinds) == int(batch.packing.segments.max()) + 1
+    # parts of a cut sequence are adjacent and share its key: merged, the keys are whole packing's
+    keys = [k for b in cut for k in b.keys]
+    merged = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert sorted(merged) == sorted(k for b in whole for k in b.keys) and len(keys) > len(merged)
+    assert all(keys.count(k) == 1 for k in keys if k.endswith("/pair"))
+    assert sum(int(b.real.sum()) for b in cut) == sum(int(b.real.sum()) for b in whole)  # no position lost
+
+
+def test_a_bad_packing_is_refused_and_true_still_means_whole(tiny_shards):
+    with pytest.raises(ValueError, match=r"data\.packing must be one of none, whole, split"):
+        ShardDataModule(str(tiny_shards), packing="yes")
+    assert ShardDataModule(str(tiny_shards), packing=True).packing == "whole"
+    saved = {"hyper_parameters": {"run": {"data.packing": True}}, STREAM_STATE: {}}
+    assert differences(saved, {"data.packing": "whole"}) == []  # a run of packing: true resumes
+    assert differences(saved, {"data.packing": "split"})

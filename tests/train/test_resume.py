@@ -71,7 +71,7 @@ def second_epoch_point(data: ShardDataModule, limit: int = 80) -> int:
     raise AssertionError(f"no reader reached its second epoch in {limit} batches")
 
 
-@pytest.mark.parametrize("packing", [True, False])
+@pytest.mark.parametrize("packing", [True, False, "split"])
 @pytest.mark.parametrize("workers", [0, 1, 2])
 @pytest.mark.parametrize("corpus", ["tiny_shards", "multilingual_shards"])
 def test_a_resumed_stream_delivers_the_batches_of_an_uninterrupted_one(request, corpus, workers, packing):

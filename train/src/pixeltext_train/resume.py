@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from pixeltext_train.checkpoints import CheckpointError, load_pretraining
+from pixeltext_train.data.batches import packing_mode
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
@@ -67,7 +68,14 @@ def run_identity(cfg: DictConfig, shards: dict[str, str]) -> dict[str, Any]:
     identity = {key: value for key, value in flat.items() if not _may_change(key)}
     if "data.num_workers" in identity:  # 0 (in the main process) and 1 are both one reader per rank
         identity["data.num_workers"] = max(identity["data.num_workers"], 1)
-    return identity | {f"shards.{key}": value for key, value in shards.items()}
+    return _canonical(identity) | {f"shards.{key}": value for key, value in shards.items()}
+
+
+def _canonical(identity: dict[str, Any]) -> dict[str, Any]:
+    """``data.packing`` by its meaning: a checkpoint whose run said ``true`` continues under ``whole``."""
+    if "data.packing" in identity:
+        identity = identity | {"data.packing": packing_mode(identity["data.packing"])}
+    return identity
 
 
 def _may_change(key: str) -> bool:
@@ -82,7 +90,7 @@ def differences(saved: dict[str, Any], identity: dict[str, Any]) -> list[str]:
             "the checkpoint records no run config or data stream state (written by an older pixeltext, "
             "or not by train/run.py): start a new run from its weights instead, with init_from=PATH"
         ]
-    lines = []
+    lines, before = [], _canonical(before)
     for key in sorted(set(before) | set(identity)):
         if before.get(key) != identity.get(key):
             was, now = before.get(key, "(unset)"), identity.get(key, "(unset)")

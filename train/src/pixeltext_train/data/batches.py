@@ -1,5 +1,6 @@
-"""Sequences -> batches: which sequences share a row (``RowPacker``: packing, each in the first
-row it fits), and the tensors the model takes (``collate_rows``), with each position's sequence
+"""Sequences -> batches: which sequences share a row (``RowPacker``: ``data.packing=whole``, each
+in the first row it fits; ``RowSplitter``: ``split``, rows filled in turn, a sequence cut where a
+row ends), and the tensors the model takes (``collate_rows``), with each position's sequence
 and place in it so that packed sequences never see each other; or one sequence per row,
 right-padded to the longest (``collate``: fine-tuning, probes, evaluation)."""
 
@@ -13,6 +14,18 @@ import torch
 from pixeltext_train.data.sequences import MODALITIES, Sequence, SequenceSpec, length
 from pixeltext_train.data.stream import StreamMark
 from pixeltext_train.model import Packing
+
+PACKINGS = ("none", "whole", "split")  # data.packing's values; true and false are whole and none
+
+
+def packing_mode(value: bool | str) -> str:
+    """``data.packing`` as one of ``PACKINGS`` (true and false, the older values, are whole and
+    none, so that older configs and checkpoints' run identities keep meaning what they meant)."""
+    if isinstance(value, bool):
+        return "whole" if value else "none"
+    if value not in PACKINGS:
+        raise ValueError(f"data.packing must be one of {', '.join(PACKINGS)} (or true/false), got {value!r}")
+    return value
 
 
 class Batch(NamedTuple):
@@ -104,3 +117,51 @@ class RowPacker:
         rows = [row for row in self.rows if row]
         self.rows, self.free = [[] for _ in self.rows], [self.width] * len(self.rows)
         return rows
+
+
+def cut(sequence: Sequence, at: int) -> tuple[Sequence, Sequence]:
+    """A text or pixel sequence's first ``at`` positions and the rest, each a sequence of its own
+    (the rest gets no bos: it continues a text, as large-scale pre-training's cut documents do)."""
+    kind, ids, patches = sequence
+    if kind == "pair":
+        raise ValueError("a pair is never cut: its tokens read all of its patches")
+    if patches is None:
+        return (kind, ids[:at], None), (kind, ids[at:], None)
+    return (kind, ids, patches[:at]), (kind, ids, patches[at:])
+
+
+class RowSplitter(RowPacker):
+    """Fills rows in turn (``data.packing=split``), items being ``(key, sequence)``: a text or
+    pixel sequence that overflows a row's tail is cut (``cut``), its first part ending that row
+    and its rest starting the next; a pair that overflows starts the next row whole, the tail
+    left empty. The last row is never cut: the batch is full, and the sequence opens the next
+    batch whole, so no part of a sequence crosses batches and a batch's resume point (just before
+    that sequence) is all exact resume needs."""
+
+    def __init__(self, rows: int, width: int):
+        super().__init__(rows, width)
+        self.row = 0  # the row being filled
+
+    def add(self, item: tuple[str, Sequence], size: int) -> bool:
+        """Place ``item`` (``size`` positions) in the row being filled, cut or moved to the next
+        row; False in the last row when it does not fit whole."""
+        room = self.free[self.row]
+        if size > room:
+            if self.row == len(self.rows) - 1:
+                return False
+            key, sequence = item
+            if room and sequence[0] != "pair":
+                head, item = ((key, part) for part in cut(sequence, room))
+                self._place(head, room)
+                size -= room
+            self.row += 1
+        self._place(item, size)
+        return True
+
+    def _place(self, item: tuple[str, Sequence], size: int) -> None:
+        self.rows[self.row].append(item)
+        self.free[self.row] -= size
+
+    def take(self) -> list[list[Any]]:
+        self.row = 0
+        return super().take()

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pixeltext_render.config import RenderConfig
+from pixeltext_train.data.batches import packing_mode
 from pixeltext_train.data.dataset import StripSequences
 from pixeltext_train.data.regimen import Regimen
 from pixeltext_train.data.sequences import SequenceSpec
@@ -74,7 +75,7 @@ class ShardDataModule(L.LightningDataModule):
         max_positions: int = 1024,
         seed: int = 0,
         storage_options: dict[str, Any] | None = None,
-        packing: bool = True,
+        packing: bool | str = True,
         end_patch: bool = False,
     ):
         super().__init__()
@@ -102,7 +103,7 @@ class ShardDataModule(L.LightningDataModule):
         self.val_fraction, self.max_errors = val_fraction, max_errors
         self.max_positions, self.seed = max_positions, seed
         self.storage_options = storage_options or {}
-        self.packing = packing
+        self.packing = packing_mode(packing)  # none, whole or split
         self.manifest = read_manifest(self.location, self.storage_options)
         self.urls = shard_urls(self.location, self.manifest)
         self.records = shard_records(self.location, self.manifest, self.storage_options)

@@ -13,7 +13,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pixeltext_render.format.folder import ShardRecord
 from pixeltext_render.format.sample import InvalidSample, decode_sample
-from pixeltext_train.data.batches import Batch, RowPacker, collate_rows
+from pixeltext_train.data.batches import Batch, RowPacker, RowSplitter, collate_rows, packing_mode
 from pixeltext_train.data.regimen import Regimen
 from pixeltext_train.data.sequences import Sequence, SequenceSpec, is_validation, length, make_sequence
 from pixeltext_train.data.stream import ErrorBudget, ResumePoint, SampleStream, StreamMark, StreamState
@@ -43,13 +43,14 @@ class StripSequences(IterableDataset):
     vocab_size: int | None = None
     start: ResumePoint | None = None
     storage_options: dict[str, Any] | None = None
-    packing: bool = False
+    packing: bool | str = False  # data.packing: none, whole or split (packing_mode)
     records: dict[str, ShardRecord] | None = None  # each shard's size and sha256, checked as read
 
     def __post_init__(self) -> None:
         super().__init__()
         if not self.urls:
             raise ValueError("no shards to read")
+        self.packing = packing_mode(self.packing)
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -76,7 +77,7 @@ class StripSequences(IterableDataset):
             storage_options=self.storage_options,
             records=self.records,
         )
-        if self.packing:
+        if self.packing != "none":
             yield from self._packed(stream, role)
             return
         batch: list = []
@@ -92,10 +93,11 @@ class StripSequences(IterableDataset):
             yield self._collate(batch, None)
 
     def _packed(self, stream: SampleStream, role: int) -> Iterator[Batch]:
-        """Packed batches: a batch is full when the next sequence fits in none of its rows; that
-        sequence opens the next batch, and the batch's resume state is the stream's just before
-        that sequence was drawn, so a resumed stream draws it again."""
-        packer = RowPacker(self.batch_size, self.spec.max_positions)
+        """Packed batches: a batch is full when the next sequence fits in none of its rows (whole)
+        or not in its last one (split); that sequence opens the next batch, and the batch's resume
+        state is the stream's just before that sequence was drawn, so a resumed stream draws it again."""
+        packer_type = RowSplitter if self.packing == "split" else RowPacker
+        packer = packer_type(self.batch_size, self.spec.max_positions)
         for sample in stream:
             sequence = self._sequence(sample, self.regimen.choose(stream.rng))
             if sequence is None or packer.add(sequence, length(sequence[1])):
@@ -109,7 +111,8 @@ class StripSequences(IterableDataset):
     def _collate(self, rows: list[list], mark: StreamMark | None) -> Batch:
         keys = tuple(f"{key}/{sequence[0]}" for row in rows for key, sequence in row)
         sequences = [[sequence for _, sequence in row] for row in rows]
-        return collate_rows(sequences, self.spec, keys, mark if self.training else None, self.packing)
+        packed = self.packing != "none"
+        return collate_rows(sequences, self.spec, keys, mark if self.training else None, packed)
 
     def _sequence(self, sample: dict, kind: str) -> tuple[str, Sequence] | None:
         """``(key, (kind, ids, patches))``, or None for a sample that breaks the schema (counted)."""

@@ -19,8 +19,9 @@ BORDER = 10  # white pixels around the text, at the strip's size
 LINE = "--psm 7"  # Tesseract: the picture is one line of text
 
 
-class OCRMissing(RuntimeError):
-    """No OCR engine on this machine; the message says what to install."""
+class OCRMissing(ImportError):
+    """No OCR engine on this machine; the message says what to install (an ImportError, as a
+    missing extra is: the commands print it as a sentence)."""
 
 
 def _engine():
