@@ -83,8 +83,10 @@ class LlamaFolder:
 
     def load_into(self, model: PixelTextModel) -> list[str]:
         """Load the text model's tensors (checked against the folder's shape when read) into a
-        model of that shape; return the parts that start fresh."""
+        model of that shape, releasing the folder's copy (a second model in host memory for the
+        whole run otherwise); return the parts that start fresh."""
         loaded = model.load_state_dict(self.weights, strict=False)
+        self.weights = {}
         return sorted({name.split(".")[0] for name in loaded.missing_keys})
 
 

@@ -263,6 +263,11 @@ def train(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     data, module = build(cfg, llama)
     if cfg.ckpt_path and load_pretraining(cfg.ckpt_path)["hyper_parameters"].get("converted"):
         # a converted paper checkpoint has no run to resume: start a new run from its weights
+        if llama is not None:
+            raise ValueError(
+                f"ckpt_path={cfg.ckpt_path} is a converted paper checkpoint and init_from={init_from} a "
+                "Llama text model: a run starts from one of them"
+            )
         init_from, cfg = cfg.ckpt_path, OmegaConf.merge(cfg, {"ckpt_path": None})
     resume = find_checkpoint(cfg, run_dir, module.hparams.run)
     trainer = trainer_for(cfg, run_dir, resume)
