@@ -76,7 +76,6 @@ bench: install
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/finetune_bench.py
 	$(BIN)/python bench/train_bench.py
-	$(BIN)/python bench/packing_padding.py
 	$(BIN)/python bench/generate_bench.py
 
 # Runs with whatever Python has PyTorch (a GPU machine's own), no install: the model code only.

@@ -1,12 +1,14 @@
 """Sequences -> batches: which sequences share a row (``RowPacker``: ``data.packing=whole``, each
 in the first row it fits; ``RowSplitter``: ``split``, rows filled in turn, a sequence cut where a
-row ends), and the tensors the model takes (``collate_rows``), with each position's sequence
-and place in it so that packed sequences never see each other; or one sequence per row,
-right-padded to the longest (``collate``: fine-tuning, probes, evaluation)."""
+row ends and the last row's rest carried into the next batch), and the tensors the model takes
+(``collate_rows``), with each position's sequence and place in it so that packed sequences never
+see each other; or one sequence per row, right-padded to the longest (``collate``: fine-tuning,
+probes, evaluation)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -94,29 +96,79 @@ def collate(
     return collate_rows([[sequence] for sequence in sequences], spec, keys, stream, packed=False)
 
 
-class RowPacker:
-    """Places sequences, in the order they come, each in the first of ``rows`` rows of
-    ``width`` positions where it fits; full when one fits nowhere (it opens the next batch)."""
+class Part(NamedTuple):
+    """A sequence in a packer, or its part from position ``offset`` on, and where its sample is
+    in the stream (``source``: epoch, shard position, sample index), so that the parts waiting
+    for the next batch can be read again when a run resumes."""
+
+    key: str
+    sequence: Sequence
+    source: tuple[int, int, int]
+    offset: int = 0
+
+    @property
+    def size(self) -> int:
+        return length(self.sequence)
+
+    def cut(self, at: int) -> tuple[Part, Part]:
+        """The part's first ``at`` positions and the rest (see ``cut``)."""
+        head, rest = cut(self.sequence, at)
+        return self._replace(sequence=head), self._replace(sequence=rest, offset=self.offset + at)
+
+
+class Packer(ABC):
+    """Places parts into a batch of ``rows`` rows of ``width`` positions, in the order they come.
+    When the batch is ``full``, the parts that open the next one are ``waiting``; ``take`` hands
+    the batch's rows out and places them first (``start``, which a resumed stream calls with
+    the waiting parts its checkpoint names, so that it packs what the first run did)."""
 
     def __init__(self, rows: int, width: int):
-        self.width = width
-        self.rows: list[list[Any]] = [[] for _ in range(rows)]
-        self.free = [width] * rows
+        self.width, self.size = width, rows
+        self.waiting: list[Part] = []
+        self.full = False
+        self._clear()
 
-    def add(self, item: Any, size: int) -> bool:
-        """Place ``item`` (``size`` positions); False if no row has room for it."""
-        for row, room in enumerate(self.free):
-            if size <= room:
-                self.rows[row].append(item)
-                self.free[row] -= size
-                return True
-        return False
+    def _clear(self) -> None:
+        self.rows: list[list[Part]] = [[] for _ in range(self.size)]
+        self.free = [self.width] * self.size
 
-    def take(self) -> list[list[Any]]:
-        """The rows that hold something, and an empty packer for the next batch."""
+    @abstractmethod
+    def add(self, part: Part) -> None:
+        """Place ``part``, or leave it (or its rest) waiting for the next batch."""
+
+    def _place(self, part: Part, row: int) -> None:
+        self.rows[row].append(part)
+        self.free[row] -= part.size
+
+    def start(self, parts: list[Part]) -> None:
+        """Place ``parts`` in order until the batch is full; the rest wait, in order, after
+        whatever became waiting on the way."""
+        for index, part in enumerate(parts):
+            self.add(part)
+            if self.full:
+                self.waiting += parts[index + 1 :]
+                return
+
+    def take(self) -> list[list[Part]]:
+        """The rows that hold something; the waiting parts start the next batch."""
         rows = [row for row in self.rows if row]
-        self.rows, self.free = [[] for _ in self.rows], [self.width] * len(self.rows)
+        waiting, self.waiting, self.full = self.waiting, [], False
+        self._clear()
+        self.start(waiting)
         return rows
+
+
+class RowPacker(Packer):
+    """``data.packing=whole``: each part goes to the first row where it fits; the batch is full
+    when one fits nowhere, and that part opens the next batch."""
+
+    def add(self, part: Part) -> None:
+        row = next((row for row, room in enumerate(self.free) if part.size <= room), None)
+        if row is None:
+            self.full = True
+            self.waiting.append(part)
+        else:
+            self._place(part, row)
 
 
 def cut(sequence: Sequence, at: int) -> tuple[Sequence, Sequence]:
@@ -130,38 +182,40 @@ def cut(sequence: Sequence, at: int) -> tuple[Sequence, Sequence]:
     return (kind, ids, patches[:at]), (kind, ids, patches[at:])
 
 
-class RowSplitter(RowPacker):
-    """Fills rows in turn (``data.packing=split``), items being ``(key, sequence)``: a text or
-    pixel sequence that overflows a row's tail is cut (``cut``), its first part ending that row
-    and its rest starting the next; a pair that overflows starts the next row whole, the tail
-    left empty. The last row is never cut: the batch is full, and the sequence opens the next
-    batch whole, so no part of a sequence crosses batches and a batch's resume point (just before
-    that sequence) is all exact resume needs."""
+class RowSplitter(Packer):
+    """``data.packing=split``: rows are filled in turn by text and pixel sequences, each cut where
+    a row ends (``cut``) and continued in the next row, and past the last row in the next batch;
+    the batch is full when its last row is. A pair, never cut, goes whole to the first row with
+    room for it; when none has, it waits for the next batch while the rows fill on, unless as
+    many pairs wait as the next batch has rows beyond one, when it closes the batch (so every
+    waiting pair has a row of its own there, and a regimen of pairs alone never waits forever)."""
 
-    def __init__(self, rows: int, width: int):
-        super().__init__(rows, width)
-        self.row = 0  # the row being filled
+    def _clear(self) -> None:
+        super()._clear()
+        self.row = 0  # the row text and pixel sequences are filling
 
-    def add(self, item: tuple[str, Sequence], size: int) -> bool:
-        """Place ``item`` (``size`` positions) in the row being filled, cut or moved to the next
-        row; False in the last row when it does not fit whole."""
-        room = self.free[self.row]
-        if size > room:
-            if self.row == len(self.rows) - 1:
-                return False
-            key, sequence = item
-            if room and sequence[0] != "pair":
-                head, item = ((key, part) for part in cut(sequence, room))
-                self._place(head, room)
-                size -= room
+    def add(self, part: Part) -> None:
+        if part.sequence[0] == "pair":
+            row = next((r for r in range(self.row, self.size) if part.size <= self.free[r]), None)
+            if row is None:
+                self.full = sum(p.sequence[0] == "pair" for p in self.waiting) >= self.size - 1
+                self.waiting.append(part)
+                return
+            self._place(part, row)
+        else:
+            while part.size > self.free[self.row]:  # (the row being filled always has room)
+                head, part = part.cut(self.free[self.row])
+                self._place(head, self.row)
+                self._past_full_rows()
+                if self.full:
+                    self.waiting.append(part)
+                    return
+            self._place(part, self.row)
+        self._past_full_rows()
+
+    def _past_full_rows(self) -> None:
+        """Move the row being filled past full ones (a pair may fill a row too); at the end the
+        batch is full."""
+        while self.row < self.size and not self.free[self.row]:
             self.row += 1
-        self._place(item, size)
-        return True
-
-    def _place(self, item: tuple[str, Sequence], size: int) -> None:
-        self.rows[self.row].append(item)
-        self.free[self.row] -= size
-
-    def take(self) -> list[list[Any]]:
-        self.row = 0
-        return super().take()
+        self.full = self.row == self.size

@@ -13,10 +13,26 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pixeltext_render.format.folder import ShardRecord
 from pixeltext_render.format.sample import InvalidSample, decode_sample
-from pixeltext_train.data.batches import Batch, RowPacker, RowSplitter, collate_rows, packing_mode
+from pixeltext_train.data.batches import (
+    Batch,
+    Packer,
+    Part,
+    RowPacker,
+    RowSplitter,
+    collate_rows,
+    packing_mode,
+)
 from pixeltext_train.data.regimen import Regimen
-from pixeltext_train.data.sequences import Sequence, SequenceSpec, is_validation, length, make_sequence
+from pixeltext_train.data.sequences import (
+    MODALITIES,
+    Sequence,
+    SequenceSpec,
+    is_validation,
+    length,
+    make_sequence,
+)
 from pixeltext_train.data.stream import ErrorBudget, ResumePoint, SampleStream, StreamMark, StreamState
+from pixeltext_train.storage import ShardError
 
 
 @dataclass
@@ -62,7 +78,7 @@ class StripSequences(IterableDataset):
                 f"data.num_workers={len(start.streams) if len(start.streams) > 1 else '0 or 1'}"
             )
         role = (worker + start.consumed) % workers
-        saved = start.streams[role]
+        saved = StreamState.from_dict(start.streams[role]) if start.streams[role] else None
         self.errors = ErrorBudget(self.max_errors)  # (this iteration's, in this process)
         stream = SampleStream(
             self.urls,
@@ -73,44 +89,64 @@ class StripSequences(IterableDataset):
             seed=self.seed,
             buffer_size=self.shuffle_buffer,
             training=self.training,
-            state=StreamState.from_dict(saved) if saved else None,
+            state=saved,
             storage_options=self.storage_options,
             records=self.records,
         )
         if self.packing != "none":
-            yield from self._packed(stream, role)
+            yield from self._packed(stream, role, saved.waiting if saved else [])
             return
         batch: list = []
         for sample in stream:
-            sequence = self._sequence(sample, self.regimen.choose(stream.rng))
-            if sequence is None:
+            keyed = self._sequence(sample, self.regimen.choose(stream.rng))
+            if keyed is None:
                 continue
-            batch.append([sequence])
+            batch.append([Part(*keyed, stream.source)])
             if len(batch) == self.batch_size:
                 yield self._collate(batch, StreamMark(role, stream.snapshot().to_dict()))
                 batch = []
         if batch:  # (only a one-pass stream ends)
             yield self._collate(batch, None)
 
-    def _packed(self, stream: SampleStream, role: int) -> Iterator[Batch]:
-        """Packed batches: a batch is full when the next sequence fits in none of its rows (whole)
-        or not in its last one (split); that sequence opens the next batch, and the batch's resume
-        state is the stream's just before that sequence was drawn, so a resumed stream draws it again."""
-        packer_type = RowSplitter if self.packing == "split" else RowPacker
-        packer = packer_type(self.batch_size, self.spec.max_positions)
-        for sample in stream:
-            sequence = self._sequence(sample, self.regimen.choose(stream.rng))
-            if sequence is None or packer.add(sequence, length(sequence[1])):
-                continue
-            yield self._collate(packer.take(), StreamMark(role, stream.snapshot(before_last=True).to_dict()))
-            packer.add(sequence, length(sequence[1]))
+    def _packed(self, stream: SampleStream, role: int, waiting: list[list]) -> Iterator[Batch]:
+        """Packed batches (``whole`` or ``split``). A batch's resume state is the stream's right
+        after it, with the parts that wait to open the next batch (by address, and the offset
+        of a cut sequence's rest): a resumed stream reads those again and packs on as before."""
+        packer: Packer = (RowSplitter if self.packing == "split" else RowPacker)(
+            self.batch_size, self.spec.max_positions
+        )
+        packer.start([self._waiting_part(stream, *entry) for entry in waiting])
+        samples = iter(stream)
+        while True:
+            while packer.full:
+                state = stream.snapshot()
+                state.waiting = [[*p.source, p.sequence[0], p.offset] for p in packer.waiting]
+                yield self._collate(packer.take(), StreamMark(role, state.to_dict()))
+            sample = next(samples, None)
+            if sample is None:  # (only a one-pass stream ends)
+                break
+            keyed = self._sequence(sample, self.regimen.choose(stream.rng))
+            if keyed is not None:
+                packer.add(Part(*keyed, stream.source))
         rows = packer.take()
-        if rows:  # (only a one-pass stream ends)
+        while rows:
             yield self._collate(rows, None)
+            rows = packer.take()
 
-    def _collate(self, rows: list[list], mark: StreamMark | None) -> Batch:
-        keys = tuple(f"{key}/{sequence[0]}" for row in rows for key, sequence in row)
-        sequences = [[sequence for _, sequence in row] for row in rows]
+    def _waiting_part(
+        self, stream: SampleStream, epoch: int, position: int, index: int, kind: str, offset: int
+    ) -> Part:
+        """A part a checkpoint says was waiting: its sample read again, its sequence made again
+        as the kind it was drawn as, less the positions already trained on."""
+        keyed = self._sequence(stream.fetch(epoch, position, index), kind) if kind in MODALITIES else None
+        if keyed is None or keyed[1][0] != kind or not 0 <= offset < length(keyed[1]):
+            raise ShardError(f"the shards changed since the checkpoint: sample {index} of shard {position}")
+        part = Part(*keyed, (epoch, position, index))
+        return part.cut(offset)[1] if offset else part
+
+    def _collate(self, rows: list[list[Part]], mark: StreamMark | None) -> Batch:
+        keys = tuple(f"{part.key}/{part.sequence[0]}" for row in rows for part in row)
+        sequences = [[part.sequence for part in row] for row in rows]
         packed = self.packing != "none"
         return collate_rows(sequences, self.spec, keys, mark if self.training else None, packed)
 

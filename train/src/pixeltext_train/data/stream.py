@@ -9,7 +9,8 @@ A sample is known by its **address**, (position in the epoch's shard list, index
 shard), so the buffer can be rebuilt from the files.
 
 :class:`StreamState` is the whole state between two samples: epoch, read position, the
-buffer's addresses in order, the random generator and the skip count. It is plain data, so
+buffer's addresses in order, the random generator and the skip count, and the packer's parts
+waiting for the next batch (by address, re-read on restore: ``data.dataset``). It is plain data, so
 it travels with each batch to the main process and into checkpoints. Restoring it re-reads
 the buffered samples and the current shard up to the read position, never the stream before
 them, so resuming costs a few shards whatever the step, and the restored stream reads and
@@ -66,6 +67,8 @@ class StreamState:
     rng: dict[str, Any] | None = None  # the generator's state; None: the epoch's fresh generator
     skipped: int = 0  # corrupt samples and unreadable shards counted so far
     delivered: int = 0  # samples delivered in this epoch
+    # the packer's parts waiting for the next batch: [epoch, shard position, sample index, kind, offset]
+    waiting: list[list[Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))  # (shallow: a snapshot's lists are its own)
@@ -76,8 +79,10 @@ class StreamState:
         try:
             state = cls(**data)
             state.buffer = [(int(shard), int(sample)) for shard, sample in state.buffer]
+            state.waiting = [_waiting_part(*entry) for entry in state.waiting]
             counts = [state.epoch, state.shard, state.sample, state.skipped, state.delivered]
             numbers = counts + [n for address in state.buffer for n in address]
+            numbers += [n for entry in state.waiting for n in entry if not isinstance(n, str)]
             if not all(isinstance(n, int) and n >= 0 for n in numbers) or not isinstance(
                 state.rng, dict | None
             ):
@@ -85,6 +90,12 @@ class StreamState:
         except (TypeError, ValueError) as error:
             raise ValueError(f"malformed data stream state in the checkpoint: {error}") from None
         return state
+
+
+def _waiting_part(epoch: Any, position: Any, index: Any, kind: Any, offset: Any) -> list[Any]:
+    if not isinstance(kind, str):
+        raise ValueError(f"a waiting part's kind that is not a name: {kind!r}")
+    return [int(epoch), int(position), int(index), kind, int(offset)]
 
 
 class StreamMark:
@@ -151,7 +162,7 @@ class SampleStream:
         if self.state.rng is not None:
             self.rng.bit_generator.state = self.state.rng
         self._buffer: list[tuple[Address, dict]] = []
-        self._before_last: tuple[int, Address, dict[str, Any]] | None = None  # pick, address, rng state
+        self.source: tuple[int, int, int] = (0, 0, 0)  # the last delivered sample's epoch and address
 
     def shards(self, epoch: int) -> list[str]:
         """The epoch's shards for this reader, in reading order."""
@@ -160,25 +171,23 @@ class SampleStream:
             order = [order[i] for i in np.random.default_rng([self.seed, epoch]).permutation(len(order))]
         return order[self.reader :: self.readers] if len(order) >= self.readers else order
 
-    def snapshot(self, before_last: bool = False) -> StreamState:
-        """The state after the last delivered sample, or just before it was picked from the
-        buffer (``before_last``: a stream restored there delivers that sample again, first)."""
+    def snapshot(self) -> StreamState:
+        """The state after the last delivered sample."""
         state = self.state
-        buffer = [address for address, _ in self._buffer]
-        rng, delivered = self.rng.bit_generator.state, state.delivered
-        if before_last and self._before_last is not None:
-            pick, address, rng = self._before_last
-            buffer.append(buffer[pick] if pick < len(buffer) else address)  # undo the swap-remove
-            buffer[pick], delivered = address, delivered - 1
         return StreamState(
             epoch=state.epoch,
             shard=state.shard,
             sample=state.sample,
-            buffer=buffer,
-            rng=rng,
+            buffer=[address for address, _ in self._buffer],
+            rng=self.rng.bit_generator.state,
             skipped=self.budget.count,
-            delivered=delivered,
+            delivered=state.delivered,
         )
+
+    def fetch(self, epoch: int, position: int, index: int) -> dict:
+        """The sample at ``(position, index)`` of an epoch's shards, read again (a restored
+        packer's waiting parts are samples delivered before the checkpoint)."""
+        return self._reread(self.shards(epoch), [(position, index)])[0][1]
 
     def __iter__(self) -> Iterator[dict]:
         state = self.state
@@ -195,12 +204,11 @@ class SampleStream:
                     self._buffer.append(item)
                 if not self._buffer:
                     break
-                before = self.rng.bit_generator.state
                 pick = int(self.rng.integers(len(self._buffer))) if self.buffer_size else 0
                 address, sample = self._buffer[pick]
                 self._buffer[pick] = self._buffer[-1]
                 self._buffer.pop()
-                self._before_last = (pick, address, before)
+                self.source = (state.epoch, *address)
                 state.delivered += 1
                 yield sample
             if not self.training:
