@@ -154,10 +154,11 @@ def test_manifest_describes_renderer_tokenizer_and_files(shards):
     assert set(manifest["totals"]) >= {"documents", "strips", "characters", "tokens", "rejected"}
 
 
-def test_same_bytes_with_one_or_two_workers(tmp_path, corpus, shards):
-    out = tmp_path / "again"
-    run(job(corpus, out, shard_samples=10), workers=2, progress=False)
-    assert folder_bytes(out) == folder_bytes(shards)
+def test_same_bytes_with_one_or_two_workers_or_as_many_as_the_job_sizes(tmp_path, corpus, shards):
+    for workers in (2, 0):  # two processes; the default: as the job sizes each pass (here: none)
+        out = tmp_path / str(workers)
+        run(job(corpus, out, shard_samples=10), workers=workers, progress=False)
+        assert folder_bytes(out) == folder_bytes(shards)
 
 
 def test_same_bytes_whether_a_group_holds_one_chunk_or_several(tmp_path, corpus, monkeypatch):
@@ -541,6 +542,8 @@ def test_make_render_with_no_corpus_renders_the_default_one(tmp_path):
         ["make", "-s", "render", f"OUT={out}", "WORKERS=2"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    noise = [line for line in result.stderr.splitlines() if "WARNING" in line or "INFO" in line]
+    assert not noise, noise[:3]  # the progress bar on stderr, and nothing of Beam's worker processes
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("rendered 106 documents into") and "0 rejected" in summary
     assert read_manifest(str(out))["totals"]["documents"] == 106

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import platform
 import re
+import shlex
+import sys
 import tempfile
 import threading
 import time
@@ -42,7 +45,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo, FnApiRunner
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.format.folder import BLOCK_SHARDS, OUTPUT_NAMES, plan_name, shard_name
@@ -77,6 +84,13 @@ DASK_PARTITION_FLAGS = ("--dask_partition_size", "--dask_npartitions")
 SHARDS_PER_CHUNK = 4  # a line-based file is cut into parts of about this many shards' strips
 GROUPS_PER_WORKER = 8  # groups of chunks per worker in the second pass (``render_groups``)
 CLUSTER_WORKERS = 1000  # workers to spread the work for on Dataflow, Flink or Spark, unless given
+# A local job with the default workers runs a pass in this process when it takes one worker less
+# time than starting worker processes, about 2 s (``pass_workers``): 250 strips at 120 strips/s
+# (cold, ``docs/render-job.md``); the first pass reads plain JSON Lines at about 100 MB/s, and
+# its bound leaves room for compressed files (several times slower a stored byte).
+SMALL_CORPUS_BYTES = 32 << 20
+SMALL_RENDER_STRIPS = 250
+SIZED_FILES = 1000  # files the launcher lists to size a local first pass; more: not small
 
 
 @dataclass(frozen=True)
@@ -329,7 +343,7 @@ def manifest_header(job: RenderJob, renderer: Renderer) -> dict[str, Any]:
 
 
 def beam_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOptions:
-    """Beam options; the local runner is named in full so it behaves the same everywhere.
+    """Beam options; a local run's workers are processes ``local_runner`` starts.
 
     Construction-time type checking is off: the transforms carry no type hints for it to use,
     and it costs about half a second per pass (a third of a small job's fixed cost). On Dask,
@@ -339,10 +353,67 @@ def beam_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOpt
     if runner == DASK_RUNNER and not any(a.startswith(DASK_PARTITION_FLAGS) for a in beam_args):
         beam_args = [*beam_args, "--dask_partition_size=1"]
     if runner in LOCAL_RUNNERS:
-        mode = "multi_processing" if workers > 1 else "in_memory"
-        extra |= {"direct_running_mode": mode, "direct_num_workers": workers}
+        extra["direct_num_workers"] = workers
         extra["default_sdk_harness_log_level"] = "ERROR"  # worker processes: no chatter
     return PipelineOptions(flags=list(beam_args), runner=runner, **extra)
+
+
+def local_runner(options: PipelineOptions) -> FnApiRunner:
+    """A local run's runner: Beam's FnApiRunner, what the DirectRunner runs a batch pipeline on,
+    named so that it runs the same on every machine. (The DirectRunner first tries its Prism
+    runner, a binary it downloads from GitHub: online the job would run on another engine, and
+    offline each pass pays about 0.2 s for the attempt.) With more than one worker, each is a
+    process started by ``worker_command``, in the mode Beam calls multi-processing."""
+    workers = options.view_as(DirectOptions).direct_num_workers
+    processes = SubprocessSDKEnvironment.from_command_string(worker_command()) if workers > 1 else None
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return FnApiRunner(default_environment=processes, provision_info=provision)
+
+
+_WORKER_CODE = """\
+import logging, sys
+handler = logging.StreamHandler()
+handler.setLevel({level})
+handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+logging.getLogger().addHandler(handler)
+from apache_beam.runners.worker import sdk_worker_main
+sdk_worker_main.main(sys.argv)
+"""
+
+
+def worker_command() -> str:
+    """The shell command of a local worker process: Beam's SDK harness, its stderr showing what
+    the launcher's does (its logging level: errors only from the command line). Beam's own
+    command sets up no logging before it imports Beam, whose BigQuery module then warns that
+    apitools is missing; that warning sets up a stderr handler of no level, through which the
+    harness's start-up lines go too ("Logging handler created.")."""
+    level = logging.getLogger().getEffectiveLevel()
+    return shlex.join([sys.executable, "-c", _WORKER_CODE.format(level=level)])
+
+
+def pass_workers(workers: int, units: int, small: bool) -> int:
+    """Local worker processes for a pass of ``units`` pieces of work, each one worker's (files in
+    the first pass, chunks in the second): no more than the pieces, and one, in this process,
+    for a small pass. Each worker process imports Beam and builds a renderer, about 2 s a pass
+    on 2 cores, more than a small pass takes in this process; the outputs do not depend on it."""
+    return 1 if small else max(1, min(workers, units))
+
+
+def survey_workers(patterns: list[str], workers: int) -> int:
+    """``pass_workers`` for the first pass: the files the patterns match, listed here up to
+    ``SIZED_FILES`` of them (the workers match them again in the pass)."""
+    listed = FileSystems.match(patterns, limits=[SIZED_FILES + 1] * len(patterns))
+    found = [metadata for result in listed for metadata in result.metadata_list]
+    if len(found) > SIZED_FILES:
+        return workers
+    small = sum(metadata.size_in_bytes for metadata in found) < SMALL_CORPUS_BYTES
+    return pass_workers(workers, len(found), small)
+
+
+def render_workers(plan: dict[str, int], workers: int) -> int:
+    """``pass_workers`` for the second pass, from the plan's chunks and estimated strips."""
+    return pass_workers(workers, plan["chunks"], plan["strips"] < SMALL_RENDER_STRIPS)
 
 
 def run(
@@ -357,8 +428,9 @@ def run(
     at ``dask_address``, or on a local cluster of ``workers`` processes made for the job.
 
     ``workers`` is also what the work is spread for: file groups in the first pass, chunk
-    groups in the second. Default: the cores here, a running Dask cluster's worker threads, or
-    ``CLUSTER_WORKERS`` on other runners (whose size the launcher cannot see)."""
+    groups in the second. Default: the cores here, fewer for a pass with less work than that
+    (``pass_workers``), a running Dask cluster's worker threads, or ``CLUSTER_WORKERS`` on other
+    runners (whose size the launcher cannot see)."""
     if workers < 0:
         raise ValueError(f"workers is {workers}: give 0 (the default) or a positive number")
     # fails early on missing fonts or tokenizer; a worker in this process (local, one worker) reuses it
@@ -375,14 +447,16 @@ def run(
             workers = workers or threads  # a running cluster's size, not this machine's
         elif runner not in LOCAL_RUNNERS:
             workers = workers or CLUSTER_WORKERS
+        sized = runner in LOCAL_RUNNERS and not workers  # (each pass: ``pass_workers``)
         workers = workers or local_workers
         claim(job.out, job.identity(renderer))
         local = progress and (runner in LOCAL_RUNNERS or (runner == DASK_RUNNER and not dask_address))
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pixeltext-progress-"))
-        options = beam_options(runner, workers, beam_args)
         plan_file = join(job.out, plan_name())
         if not FileSystems.exists(plan_file):  # a rerun has it
-            _run_pipeline(options, stack, lambda pipeline: build_plan(pipeline, job, patterns, workers))
+            first = survey_workers(patterns, workers) if sized else workers
+            options = beam_options(runner, first, beam_args)
+            _run_pipeline(options, stack, lambda pipeline: build_plan(pipeline, job, patterns, first))
         if not FileSystems.exists(plan_file):  # (the files went between matching and reading)
             raise FileNotFoundError(f"the corpus {list(job.corpus)} matched no file when the job read it")
         plan = read_plan(job.out)
@@ -390,10 +464,11 @@ def run(
             stack.callback(_ProgressDisplay(folder).stop)
         header = manifest_header(job, renderer)
         progress_folder = folder if local else None
+        second = render_workers(plan, workers) if sized else workers
         _run_pipeline(
-            options,
+            beam_options(runner, second, beam_args),
             stack,
-            lambda pipeline: build(pipeline, job, patterns, plan, workers, header, progress_folder),
+            lambda pipeline: build(pipeline, job, patterns, plan, second, header, progress_folder),
         )
     return read_manifest(job.out)
 
@@ -419,7 +494,8 @@ def refuse_output_in_corpus(patterns: list[str], out: str) -> None:
 
 def _run_pipeline(options: PipelineOptions, stack: ExitStack, construct) -> None:
     """Build a pipeline with ``construct`` and run it to the end."""
-    pipeline = beam.Pipeline(options=options)
+    local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+    pipeline = beam.Pipeline(runner=local_runner(options) if local else None, options=options)
     construct(pipeline)
     result = pipeline.run()
     client = getattr(result, "client", None)  # the DaskRunner leaves its client open
