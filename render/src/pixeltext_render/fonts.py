@@ -194,6 +194,11 @@ class FontChain:
             self._first[key] = found
         return found
 
+    def itemize_all(self, words: list[str]) -> list[tuple[list[tuple[int, int, int]], int]]:
+        """``itemize`` each word, the common case (all in the main font) without a call."""
+        main = self._main_only.issuperset
+        return [([(0, len(word), 0)], 0) if word and main(word) else self.itemize(word) for word in words]
+
     def itemize(self, word: str) -> tuple[list[tuple[int, int, int]], int]:
         """Split a word into runs ``(start, end, font index)``; also count missing characters.
 

@@ -3,13 +3,15 @@ then stored in the config's colour mode (``convert_color``)."""
 
 from __future__ import annotations
 
+import threading
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
 
 from pixeltext_render.config import RenderConfig
 from pixeltext_render.fonts import ColorInk, FontChain, MonoInk
-from pixeltext_render.glyphs import Glyphs
+from pixeltext_render.glyphs import GlyphBatch, Glyphs
 
 BINARY_THRESHOLD = 127  # binary: a pixel whose luminance is above this is paper (255), else ink (0)
 
@@ -88,6 +90,17 @@ class Ink(NamedTuple):
     colors: tuple[tuple[int, ColorInk], ...]  # colour glyphs: (x of the pen, glyph)
 
 
+class BatchInk(NamedTuple):
+    """The ink of a batch of texts' glyphs (as ``Ink``), one entry per text."""
+
+    # arrays of their own, not views of the batch's (which a cached piece would keep whole)
+    packed: list[np.ndarray]
+    count: list[int]
+    left: list[int]
+    right: list[int]
+    colors: list[tuple[tuple[int, ColorInk], ...]]
+
+
 class Line(NamedTuple):
     """The ink of a line's pieces as columns (one entry per piece), ready to draw."""
 
@@ -106,19 +119,46 @@ class _GlyphInk(NamedTuple):
     inside: bool  # every row of it is inside the strip (drawn with no vertical offset)
 
 
+_NO_INK = 1 << 40  # the left (minus the right) of a glyph without ink in a batch: never the extreme
+
+
+def _spans(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The indices ``starts[i]:ends[i]`` for every i, one after another."""
+    lengths = ends - starts
+    return np.arange(lengths.sum()) + np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+
+
 class InkCache:
-    """Each glyph's ink, packed for one geometry, computed once per glyph."""
+    """Each glyph's ink, packed for one geometry, computed once per glyph.
+
+    For batches, glyphs are also numbered across the chain (each font's after the previous
+    font's) and what a batch needs of them is kept in arrays by that number, so a batch's
+    glyphs are looked up with a few array calls. Safe to share between threads.
+    """
 
     def __init__(self, chain: FontChain, geometry: Geometry):
         self.chain = chain
         self.geometry = geometry
         self._inks: dict[tuple[int, int], _GlyphInk] = {}
+        sizes = [font.hb_font.face.glyph_count for font in chain.fonts]
+        self._first = np.concatenate([[0], np.cumsum(sizes[:-1], dtype=np.int64)])  # number of glyph 0
+        self._known = np.zeros(sum(sizes), bool)
+        self._table = np.zeros((sum(sizes), 3), np.int64)  # pixel count, ink left, ink right
+        self._inside = np.ones(sum(sizes), bool)
+        self._is_color = np.zeros(sum(sizes), bool)
+        self._packed: list[np.ndarray | None] = [None] * sum(sizes)  # as _GlyphInk.packed
+        self._colors: dict[int, ColorInk] = {}
+        self._range = (0, 0)  # of every packed value in the tables
+        self._limits = np.iinfo(geometry.ink_dtype)
+        self._lock = threading.RLock()
 
     def get(self, font: int, glyph: int) -> _GlyphInk:
         key = (font, glyph)
         ink = self._inks.get(key)
         if ink is None:
-            ink = self._inks[key] = self._pack(self.chain.fonts[font].ink(glyph))
+            with self._lock:  # a FreeType face rasterises for one thread at a time
+                ink = self._inks.get(key) or self._pack(self.chain.fonts[font].ink(glyph))
+                self._inks[key] = ink
         return ink
 
     def _pack(self, ink: MonoInk | ColorInk) -> _GlyphInk:
@@ -162,6 +202,73 @@ class InkCache:
             limit = g.height * g.stride * 256
             packed = packed[(packed >= 0) & (packed < limit)]
         return Ink(packed.astype(g.ink_dtype), left, right, tuple(colors))
+
+    def _number(self, numbers: list[int]) -> None:
+        """Enter glyphs into the tables, one thread at a time; what a glyph holds is set before
+        it counts as known, so another thread never reads it half-entered."""
+        fonts = (np.searchsorted(self._first, numbers, side="right") - 1).tolist()
+        with self._lock:
+            for number, font in zip(numbers, fonts, strict=True):
+                if not self._known[number]:
+                    self._enter(number, self.get(font, number - int(self._first[font])))
+
+    def _enter(self, number: int, ink: _GlyphInk) -> None:
+        self._packed[number] = ink.packed
+        if ink.color is not None:
+            self._colors[number] = ink.color
+        if len(ink.packed):
+            low, high = self._range
+            self._range = min(low, int(ink.packed.min())), max(high, int(ink.packed.max()))
+            self._table[number] = len(ink.packed), ink.left, ink.right
+            self._inside[number] = ink.inside
+        else:
+            self._table[number] = 0, _NO_INK, -_NO_INK
+        self._is_color[number] = ink.color is not None
+        self._known[number] = True
+
+    def batch_ink(self, glyphs: GlyphBatch) -> BatchInk:
+        """``ink`` of each text of a batch, in a few array calls for the whole batch."""
+        g = self.geometry
+        number = self._first[glyphs.fonts] + glyphs.ids
+        new = number[~self._known[number]]
+        if len(new):
+            self._number(np.unique(new).tolist())
+        count, left, right = self._table[number].T
+        texts, text_of = len(glyphs.starts) - 1, glyphs.text_of
+        shift = (glyphs.x - glyphs.y * g.stride) * 256
+        # summed in the strip's ink type where no sum can wrap around it (nearly always), else in
+        # 64 bits, as ``ink`` does
+        (low, high), limits = self._range, self._limits
+        wide = len(shift) and (int(shift.min()) + low < limits.min or int(shift.max()) + high > limits.max)
+        dtype = np.int64 if wide else g.ink_dtype
+        arrays = map(self._packed.__getitem__, number.tolist())
+        packed = np.concatenate([np.zeros(0, dtype), *arrays], dtype=dtype)
+        packed += np.repeat(shift.astype(dtype), count)
+        bounds = np.concatenate([[0], np.cumsum(count)])[glyphs.starts]  # each text's first pixel
+        outside = (count > 0) & ((glyphs.y != 0) | ~self._inside[number])
+        if outside.any():  # drop what lands outside the strip's rows, in the texts where some may
+            clipped = np.flatnonzero(np.bincount(text_of[outside], minlength=texts))
+            pixels = _spans(bounds[clipped], bounds[clipped + 1])
+            values = packed[pixels]
+            drop = pixels[(values < 0) | (values >= g.height * g.stride * 256)]
+            packed = np.delete(packed, drop)
+            bounds = bounds - np.searchsorted(drop, bounds)
+        packed = packed.astype(g.ink_dtype, copy=False)
+        lefts, rights = np.zeros(texts, np.int64), np.zeros(texts, np.int64)
+        np.minimum.at(lefts, text_of, glyphs.x + left)  # glyphs without ink: _NO_INK, never the least
+        np.maximum.at(rights, text_of, glyphs.x + right)
+        colors: list[tuple[tuple[int, ColorInk], ...]] = [()] * texts
+        for i in np.flatnonzero(self._is_color[number]).tolist():
+            ink, text = self._colors[int(number[i])], int(text_of[i])
+            colors[text] += ((int(glyphs.x[i]), ColorInk(ink.top + int(glyphs.y[i]), ink.left, ink.rgba)),)
+        bounds = bounds.tolist()
+        return BatchInk(
+            [packed[a:b].copy() for a, b in pairwise(bounds)],
+            np.diff(bounds).tolist(),
+            lefts.tolist(),
+            rights.tolist(),
+            colors,
+        )
 
 
 class Canvas:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -97,13 +96,16 @@ class _PieceColumns:
     colors: tuple[tuple[tuple[int, ColorInk], ...], ...]
 
     @classmethod
-    def of(cls, pieces: list[Piece]) -> _PieceColumns:
-        """The columns of ``pieces`` (one ``zip`` for the whole text)."""
+    def of(cls, pieces: list[Piece], order: list[int]) -> _PieceColumns:
+        """The columns of a text's pieces, ``pieces[order[i]]`` being its i-th: a text repeats
+        its words, so each distinct piece is transposed once (one ``zip``) and then gathered."""
         if not pieces:
             empty = np.zeros(0, np.int64)
             return cls(empty, empty, (), empty, empty, empty, ())
         width, missing, _, ink, count, ink_left, ink_right, colors = zip(*pieces, strict=True)
         numbers = np.array((width, missing, count, ink_left, ink_right), np.int64)  # one call, not five
+        numbers = numbers[:, np.array(order)]
+        ink, colors = tuple(map(ink.__getitem__, order)), tuple(map(colors.__getitem__, order))
         return cls(numbers[0], numbers[1], ink, numbers[2], numbers[3], numbers[4], colors)
 
     def slice(self, first: int, stop: int) -> _PieceColumns:
@@ -334,20 +336,23 @@ class Renderer:
 
     def _shape(self, text: str) -> _ShapedText:
         """Cut ``text`` into pieces (the strategy's units, split where the bidi level changes)
-        and shape each."""
+        and shape each. A text repeats its pieces (its words): each distinct one is looked up
+        once, and the new ones are made together (shaping.PieceCache)."""
         levels = embedding_levels(text.translate(self.display)) if has_rtl(text) else None
         bounds = self.layout.bounds(text, levels)
         piece_levels = levels[bounds[:-1]] if levels is not None else np.zeros(len(bounds) - 1, np.uint8)
-        shape = self.layout.piece
-        if levels is None:
-            pieces = [shape(text[a:b], False) for a, b in pairwise(bounds)]
-        else:
-            rtl = (piece_levels & 1).astype(bool).tolist()
-            pieces = [shape(text[a:b], r) for (a, b), r in zip(pairwise(bounds), rtl, strict=True)]
-        extents = np.concatenate([p.chars for p in pieces], axis=1) if pieces else np.zeros((3, 0), np.int32)
+        rtl = (piece_levels & 1).astype(bool).tolist() if levels is not None else [False] * len(piece_levels)
+        keys = zip(map(text.__getitem__, map(slice, bounds[:-1], bounds[1:])), rtl, strict=True)
+        distinct: dict[tuple[str, bool], int] = {}
+        order = [distinct.setdefault(key, len(distinct)) for key in keys]  # each piece's distinct one
+        pieces = self.layout.piece.many(list(distinct))
+        chars = [piece.chars for piece in pieces]
+        extents = np.zeros((3, 0), np.int32)
+        if order:
+            extents = np.concatenate(list(map(chars.__getitem__, order)), axis=1)
         widths = np.concatenate([[0], np.cumsum(extents[2], dtype=np.int64)])
         return _ShapedText(
-            text, np.asarray(bounds, np.int64), piece_levels, _PieceColumns.of(pieces), extents, widths
+            text, np.asarray(bounds, np.int64), piece_levels, _PieceColumns.of(pieces, order), extents, widths
         )
 
     def _place(self, shaped: _ShapedText, start: int, end: int, x: int) -> _Placed:
@@ -388,26 +393,28 @@ class Renderer:
         return -(-(right + self.layout.margin_right) // patch)
 
     def _token_patches(self, placed: _Placed, spans: np.ndarray, used: int) -> np.ndarray:
-        """First and last patch of each token from its characters' extents."""
+        """First and last patch of each token from its characters' extents.
+
+        All tokens' ``[begin, end)`` go to one ``reduceat`` (its results for what lies between
+        two tokens are dropped): a token of one character or none takes that character's
+        extent, the padding standing in for one at the very end. Extents are reduced first
+        and divided into patches after (floor division keeps their order): per token, not
+        per character."""
         if len(spans) == 0:
             return np.zeros((0, 2), np.int32)
-        patch = self.config.patch_size
         count = len(placed.char_left)
         if count == 0:
             return np.zeros((len(spans), 2), np.int32)
-        first = placed.char_left // patch
-        last = (np.maximum(placed.char_right, placed.char_left + 1) - 1) // patch
-        begin = np.clip(spans[:, 0], 0, count)
-        end = np.clip(spans[:, 1], begin, count)
-        at = np.minimum(begin, count - 1)
-        low, high = first[at].copy(), last[at].copy()
-        wide = end - begin > 1
-        if wide.any():
-            pairs = np.stack([begin[wide], end[wide]], axis=1).ravel()
-            low[wide] = np.minimum.reduceat(np.append(first, 0), pairs)[::2]
-            high[wide] = np.maximum.reduceat(np.append(last, 0), pairs)[::2]
-        top = max(used - 1, 0)
-        return np.stack([np.clip(low, 0, top), np.clip(high, 0, top)], axis=1).astype(np.int32)
+        bounds = np.clip(spans, 0, count)
+        np.maximum(bounds[:, 1], bounds[:, 0], out=bounds[:, 1])
+        bounds = bounds.ravel()
+        left = placed.char_left
+        right = np.maximum(placed.char_right, left + 1)  # (no width: the patch it starts in)
+        patches = np.empty((len(spans), 2), np.int64)
+        patches[:, 0] = np.minimum.reduceat(np.append(left, left[-1]), bounds)[::2]
+        patches[:, 1] = np.maximum.reduceat(np.append(right, right[-1]), bounds)[::2] - 1
+        patches //= self.config.patch_size
+        return patches.clip(0, max(used - 1, 0)).astype(np.int32)
 
 
 class _Cuts:

@@ -25,13 +25,12 @@ unit. Margins do not apply: they would move the grid off the patch boundaries.
 from __future__ import annotations
 
 from bisect import bisect_left
-from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
 
 from pixeltext_render.config import RenderConfig
-from pixeltext_render.shaping import Piece, Shaper
+from pixeltext_render.shaping import Piece, PieceCache, Shaper
 from pixeltext_render.text import cut_long_pieces, grapheme_starts, piece_bounds, space_mask
 
 
@@ -40,7 +39,7 @@ class Layout:
 
     def __init__(self, config: RenderConfig, shaper: Shaper):
         self.margin_left, self.margin_right = config.margin_left, config.margin_right
-        self.piece = shaper.piece  # (text, rtl) -> Piece, cached
+        self.piece = shaper.piece  # (text, rtl) -> Piece, cached; ``.many`` for a batch
 
     def bounds(self, text: str, levels: np.ndarray | None) -> list[int]:
         """Offsets that cut ``text`` into pieces (``levels``: the bidi level of each character)."""
@@ -56,7 +55,7 @@ class GridLayout(Layout):
         self.cell = config.patch_size // 2 if config.strategy == "mono" else config.patch_size
         self._shape = shaper.piece
         self._display = display
-        self.piece = lru_cache(maxsize=config.cache_size)(self._unit)
+        self.piece = PieceCache(self._units, config.cache_size)
 
     def bounds(self, text: str, levels: np.ndarray | None) -> list[int]:
         if not text:
@@ -80,27 +79,45 @@ class GridLayout(Layout):
         """Cut each word into its grapheme clusters two by two (one by one where two are wider
         than a patch); the whitespace after a word stays with its last unit."""
         bounds = [0]
+        narrow: dict[tuple[str, bool], bool] = {}  # a text repeats its pairs: each is shaped once
         for a, b in pairwise(words):
             rtl = levels is not None and bool(levels[a] & 1)
             i = stop = bisect_left(starts, a)
             while starts[stop] < b and not blank[stop]:
                 stop += 1
             while i < stop:
-                two = i + 2 <= stop and self._shape(text[starts[i] : starts[i + 2]], rtl).width <= self.cell
+                two = False
+                if i + 2 <= stop:
+                    pair = (text[starts[i] : starts[i + 2]], rtl)
+                    two = narrow.get(pair)
+                    if two is None:
+                        two = narrow[pair] = self._shape(*pair).width <= self.cell
                 i += 2 if two else 1
                 if i < stop:
                     bounds.append(starts[i])
             bounds.append(b)
         return bounds
 
-    def _unit(self, text: str, rtl: bool) -> Piece:
-        """``text`` as one unit in whole cells: its characters shaped from the unit's start
-        (its left edge, or its right edge when right-to-left, so a unit begins on the grid in
-        its reading direction). The whitespace after them draws nothing: it is placed at the
-        unit's end, so a token that starts with it lies on the next unit's patches (left to
-        right), and in ``words`` it keeps its advance as room (words at least a space apart)."""
-        end = len(text) if self.strategy == "mono" else len(text.translate(self._display).rstrip())
-        content, tail = self._shape(text[:end], rtl), self._shape(text[end:], rtl)
+    def _units(self, keys: list[tuple[str, bool]]) -> list[Piece]:
+        """The units of ``(text, rtl)``, their parts (see ``_unit``) shaped as one batch."""
+        if self.strategy == "mono":
+            ends = [len(text) for text, _ in keys]
+        else:
+            ends = [len(text.translate(self._display).rstrip()) for text, _ in keys]
+        parts = [(text[:end], rtl) for (text, rtl), end in zip(keys, ends, strict=True)]
+        parts += [(text[end:], rtl) for (text, rtl), end in zip(keys, ends, strict=True)]
+        shaped = self._shape.many(parts)
+        contents, tails = shaped[: len(keys)], shaped[len(keys) :]
+        return list(map(self._unit, keys, ends, contents, tails))
+
+    def _unit(self, key: tuple[str, bool], end: int, content: Piece, tail: Piece) -> Piece:
+        """The text of ``key`` as one unit in whole cells: its characters (the first ``end``
+        shaped as ``content``) shaped from the unit's start (its left edge, or its right edge
+        when right-to-left, so a unit begins on the grid in its reading direction). The
+        whitespace after them (shaped as ``tail``) draws nothing: it is placed at the unit's
+        end, so a token that starts with it lies on the next unit's patches (left to right),
+        and in ``words`` it keeps its advance as room (words at least a space apart)."""
+        text, rtl = key
         room = content.width + (tail.width if self.strategy == "words" else 0)
         width = max(self.cell if end else 0, -(-room // self.cell) * self.cell)
         shift = width - content.width if rtl else 0

@@ -13,8 +13,12 @@ Specs accepted by :func:`load_tokenizer`:
 
 from __future__ import annotations
 
+import re
+from array import array
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import compress, repeat
+from operator import is_
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,8 +113,30 @@ class ByteTokenizer:
         return bytes(int(i) for i in ids if 0 <= i < 256).decode("utf-8", "replace")
 
 
+# Where a text can be cut into words that SentencePiece encodes one by one to the same ids: a
+# space after a character other than a space or "\u2581", unless the text ends there. No piece
+# of a plain model (``SentencePieceTokenizer._plain``) holds "\u2581" after another character,
+# so no BPE merge spans such a space: the words on either side are merged as if alone. The
+# space is dropped, the next word's dummy prefix standing for it.
+_WORD_BREAK = re.compile(" (?<=[^ \u2581] )(?=.)", re.S)
+_SPACE_INSIDE = re.compile("[^\u2581]\u2581")
+# The ids of the words met are kept for up to this many words or characters, then all
+# forgotten at once: a few tens of MB at most (73k words, 10 MB for the default corpus).
+_CACHED_WORDS = 1 << 17
+_CACHED_CHARS = 1 << 22
+# A plain model's normaliser escapes spaces and adds the dummy prefix, and nothing else:
+# checked on these (NFKC, extra-whitespace removal or spaces as suffixes would show).
+_NORMALIZER_PROBES = (
+    "  two  spaces\tand a tab\nand ",
+    " x ",
+    "\ufb01 \u2460 \uff26 e\u0301 \u00a8 \u2581 \u3000 \u0133",
+)
+
+
 class SentencePieceTokenizer:
-    """A SentencePiece model; spans come from the byte offsets SentencePiece reports."""
+    """A SentencePiece model; spans follow from the pieces' lengths. A plain model's texts
+    are encoded word by word, each word once while it is remembered: SentencePiece's BPE is
+    what tokenising costs (some 0.3 µs a character), and words repeat."""
 
     def __init__(self, path: Path, spec: str):
         import sentencepiece
@@ -125,24 +151,76 @@ class SentencePieceTokenizer:
         # Bytes of text each piece stands for ("\u2581" is a space, "<0xNN>" one byte), so
         # spans follow from ids alone; the model's dummy prefix adds one leading space.
         sp, ids = self._sp, list(range(self.vocab_size))  # (SentencePiece answers for a list at once)
-        text_bytes = [len(piece.replace("\u2581", " ").encode("utf-8")) for piece in sp.id_to_piece(ids)]
+        pieces = sp.id_to_piece(ids)
+        text_bytes = [len(piece.replace("\u2581", " ").encode("utf-8")) for piece in pieces]
         byte, control, unknown = (np.array(f(ids), bool) for f in (sp.is_byte, sp.is_control, sp.is_unknown))
-        self._piece_bytes = np.where(byte, 1, np.where(control | unknown, 0, text_bytes)).astype(np.int64)
-        self._prefix_bytes = int(self._piece_bytes[self._sp.encode("a")].sum()) - 1
+        ordinary = ~(byte | control | unknown)
+        self._piece_bytes = np.where(byte, 1, np.where(ordinary, text_bytes, 0)).astype(np.int64)
+        self._prefix_bytes = int(self._piece_bytes[sp.encode("a")].sum()) - 1
+        # A plain model's pieces are the text's own characters (its normaliser only escapes
+        # spaces), so spans are counted in characters, with no byte-to-character conversion:
+        # an ordinary piece covers its characters; a byte piece covers the character its byte
+        # belongs to, and advances past it at that character's first byte.
+        self._plain = self._escapes_only() and not any(map(_SPACE_INSIDE.search, compress(pieces, ordinary)))
+        continuation = [
+            is_byte and 0x80 <= int(piece[3:5], 16) < 0xC0  # "<0xNN>"
+            for piece, is_byte in zip(pieces, byte.tolist(), strict=True)
+        ]
+        widths = np.where(byte, 1, np.where(ordinary, [len(piece) for piece in pieces], 0))
+        self._piece_width = widths.astype(np.int64)
+        self._piece_advance = np.where(continuation, 0, widths).astype(np.int64)
+        self._prefix_chars = int(self._piece_advance[sp.encode("a")].sum()) - 1
+        self._word_ids: dict[str, bytes] = {}  # a plain model's words -> their ids (int32 bytes)
+        self._cached_chars = 0
+
+    def _escapes_only(self) -> bool:
+        """Whether the normaliser does nothing but escape spaces and add the dummy prefix."""
+        return all(
+            self._sp.normalize(probe) == "\u2581" + probe.replace(" ", "\u2581")
+            for probe in _NORMALIZER_PROBES
+        )
 
     @cached_property  # hashes the model file: once
     def fingerprint(self) -> str:
         return fingerprint({"tokenizer": "sentencepiece", "sha256": file_sha256(self.path)})
 
     def encode(self, text: str) -> Encoding:
-        ids = np.asarray(self._sp.encode(text), dtype=np.int32)
+        ids = self._ids(text)
         lengths = self._piece_bytes[ids]
         total = len(text.encode("utf-8", "surrogatepass"))
         if lengths.sum() != total + self._prefix_bytes:  # unknown pieces: ask for offsets
             return self._encode_with_offsets(text)
-        ends = np.cumsum(lengths) - self._prefix_bytes
-        byte_spans = np.stack([np.maximum(ends - lengths, 0), np.maximum(ends, 0)], axis=1)
-        return Encoding(ids, _byte_to_char_spans(text, byte_spans))
+        if not self._plain:
+            ends = np.cumsum(lengths) - self._prefix_bytes
+            byte_spans = np.stack([np.maximum(ends - lengths, 0), np.maximum(ends, 0)], axis=1)
+            return Encoding(ids, _byte_to_char_spans(text, byte_spans))
+        ends = np.cumsum(self._piece_advance[ids]) - self._prefix_chars
+        spans = np.stack([np.maximum(ends - self._piece_width[ids], 0), np.maximum(ends, 0)], axis=1)
+        return Encoding(ids, spans.astype(np.int32))
+
+    def _ids(self, text: str) -> np.ndarray:
+        """SentencePiece's ids of ``text``; a plain model's word by word, those of words met
+        before from the cache, the rest in one SentencePiece call (loops in C: a text has
+        thousands of words)."""
+        if not self._plain:
+            return np.asarray(self._sp.encode(text), dtype=np.int32)
+        words = _WORD_BREAK.split(text)
+        found = list(map(self._word_ids.get, words))
+        if None in found:
+            new = list(dict.fromkeys(compress(words, map(is_, found, repeat(None)))))
+            encoded = self._sp.encode(new, num_threads=1)  # (one core: a worker is one)
+            fresh = dict(zip(new, map(bytes, map(array, repeat("i"), encoded)), strict=True))
+            found = list(map(fresh.get, words, found))
+            self._remember(fresh)
+        return np.frombuffer(b"".join(found), dtype=np.intc).astype(np.int32)  # (a writable copy)
+
+    def _remember(self, fresh: dict[str, bytes]) -> None:
+        chars = sum(map(len, fresh))
+        if len(self._word_ids) + len(fresh) > _CACHED_WORDS or self._cached_chars + chars > _CACHED_CHARS:
+            self._word_ids.clear()
+            self._cached_chars = 0
+        self._word_ids.update(fresh)
+        self._cached_chars += chars
 
     def _encode_with_offsets(self, text: str) -> Encoding:
         proto = self._sp.encode(text, out_type="proto")
