@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from itertools import pairwise
 
 import numpy as np
@@ -64,6 +65,31 @@ def test_render_is_deterministic_and_independent_of_cache_state(renderer, articl
     for a, b, c in zip(first.strips, again.strips, cold.strips, strict=True):
         assert a.image.tobytes() == b.image.tobytes() == c.image.tobytes()
         assert np.array_equal(a.token_patches, c.token_patches)
+
+
+def test_threads_sharing_a_cold_renderer_draw_what_one_thread_does(articles, sentences):
+    """A Dask worker's threads share its process's renderer: glyphs first met at the same time
+    in several threads are still each rasterised right."""
+    texts = [a["text"][:3000] for a in articles] + list(sentences.values())
+
+    def images(renderer: Renderer, text: str) -> list[bytes]:
+        return [strip.image.tobytes() for strip in renderer.render(text).strips]
+
+    alone = [images(Renderer(RenderConfig(cache_size=50)), text) for text in texts]
+    shared = Renderer(RenderConfig(cache_size=50))  # (small: pieces are made again and again)
+    drawn: dict[int, list[bytes]] = {}
+
+    def draw(first: int) -> None:
+        for index in range(first, 3 * len(texts), 4):
+            drawn[index] = images(shared, texts[index % len(texts)])
+
+    threads = [threading.Thread(target=draw, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(drawn) == 3 * len(texts)
+    assert all(images == alone[index % len(texts)] for index, images in drawn.items())
 
 
 @pytest.mark.parametrize("engine", ["freetype", "harfbuzz", "unicodedata", "regex", "zlib-ng"])
