@@ -10,6 +10,7 @@ piece is, and where it goes, is the config's strategy (strategies.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -341,11 +342,14 @@ class Renderer:
         levels = embedding_levels(text.translate(self.display)) if has_rtl(text) else None
         bounds = self.layout.bounds(text, levels)
         piece_levels = levels[bounds[:-1]] if levels is not None else np.zeros(len(bounds) - 1, np.uint8)
-        rtl = (piece_levels & 1).astype(bool).tolist() if levels is not None else [False] * len(piece_levels)
-        keys = zip(map(text.__getitem__, map(slice, bounds[:-1], bounds[1:])), rtl, strict=True)
-        distinct: dict[tuple[str, bool], int] = {}
-        order = [distinct.setdefault(key, len(distinct)) for key in keys]  # each piece's distinct one
-        pieces = self.layout.piece.many(list(distinct))
+        texts: Iterable[Any] = map(text.__getitem__, map(slice, bounds[:-1], bounds[1:]))
+        if levels is not None:
+            texts = zip(texts, (piece_levels & 1).astype(bool).tolist(), strict=True)
+        # (left to right: the texts stand for their keys, which hash faster than tuples)
+        distinct: dict[Any, int] = {}
+        order = [distinct.setdefault(key, len(distinct)) for key in texts]  # each piece's distinct one
+        keys = list(distinct) if levels is not None else [(key, False) for key in distinct]
+        pieces = self.layout.piece.many(keys)
         chars = [piece.chars for piece in pieces]
         extents = np.zeros((3, 0), np.int32)
         if order:
@@ -440,7 +444,7 @@ class _Cuts:
 
     @cached_property
     def preferred(self) -> np.ndarray:
-        return np.intersect1d(self.at, self.shaped.bounds)
+        return _common(self.at, self.shaped.bounds)
 
     def token_at(self, position: int) -> int:
         return int(self._breaks[1][np.searchsorted(self.at, position)])
@@ -458,7 +462,7 @@ class _Cuts:
         end = _last_in(self.preferred, start, limit)
         if end is None:
             if self._fallback is None:
-                self._fallback = np.intersect1d(self.at, grapheme_starts(text))
+                self._fallback = _common(self.at, np.asarray(grapheme_starts(text), np.int64))
             end = _last_in(self._fallback, start, limit)
         if end is None:  # one grapheme wider than the strip (a ZWJ chain): split it by token
             end = _last_in(self.at, start, limit)
@@ -468,6 +472,15 @@ class _Cuts:
         if len(later):
             return int(later[0]), self.token_at(int(later[0])), True
         return len(text), len(self.encoding), True
+
+
+def _common(values: np.ndarray, sorted_: np.ndarray) -> np.ndarray:
+    """The ``values`` (sorted, distinct) that are in ``sorted_``: ``np.intersect1d`` without
+    its sorting, which both have had already."""
+    if not len(sorted_):
+        return values[:0]
+    found = sorted_[np.minimum(np.searchsorted(sorted_, values), len(sorted_) - 1)]
+    return values[found == values]
 
 
 def _last_in(candidates: np.ndarray, low: int, high: int) -> int | None:

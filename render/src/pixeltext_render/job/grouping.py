@@ -1,6 +1,10 @@
-"""Grouping into a known number of groups, every group present (the empty ones too)."""
+"""Grouping into a known number of groups, every group present (the empty ones too), and
+combining everything into one value."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import apache_beam as beam
 
@@ -34,4 +38,24 @@ class GroupInto(beam.PTransform):
             | "Union" >> beam.Flatten()
             | "Group" >> beam.GroupByKey()
             | "Members" >> beam.MapTuple(lambda group, found: (group, [m for m in found if m is not None]))
+        )
+
+
+class CombineAll(beam.PTransform):
+    """Elements -> ``combine(all of them)``, nothing for none (as Beam's
+    ``CombineGlobally(combine).without_defaults()``), by one ``GroupByKey``: the job combines a
+    few small values (a plan's fragments, blocks' totals), where Beam's combine, which
+    pre-combines on each worker in four steps, costs a local job about 12 ms a pass."""
+
+    def __init__(self, combine: Callable[[Iterable[Any]], Any]):
+        super().__init__()
+        self.combine = combine
+
+    def expand(self, pcoll):
+        combine = self.combine
+        return (
+            pcoll
+            | "Key" >> beam.Map(lambda element: (None, element))
+            | "Group" >> beam.GroupByKey()
+            | "Combine" >> beam.MapTuple(lambda _, elements: combine(elements))
         )

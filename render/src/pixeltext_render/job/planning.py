@@ -33,6 +33,7 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from pixeltext_render.format.folder import WORK, plan_block_name, plan_name
+from pixeltext_render.job.grouping import CombineAll
 from pixeltext_render.job.readers.base import CorpusFile, FilePart
 from pixeltext_render.job.shards import join, read_bytes, write_atomically
 from pixeltext_render.job.survey import ALL_SURVEYS, KeyBatch, PartSurvey
@@ -184,7 +185,7 @@ class WritePlan(beam.PTransform):
             surveyed
             | "Group" >> beam.GroupByKey()
             | "Resolve" >> beam.FlatMapTuple(self.resolve)
-            | "Merge" >> beam.CombineGlobally(merge_fragments).without_defaults()  # (a file at least)
+            | "Merge" >> CombineAll(merge_fragments)  # (a file at least)
             | "Write" >> beam.Map(lambda merged: write_plan(out, merged, block_chunks))
         )
 

@@ -1,8 +1,8 @@
 """The render job's first pass: resolved corpus patterns -> every file they match
 (``MatchCorpus``, matched by the workers: the job's request never lists files) -> spread over
-the workers (``Spread``) -> each file read once (``SurveyFile``) -> ``(ALL_SURVEYS,
-PartSurvey)`` for each part it is cut into and ``(bucket, KeyBatch)`` for its documents' keys,
-what ``planning`` makes the plan of.
+the workers (``Spread``; not for one worker in this process) -> each file read once
+(``SurveyFile``) -> ``(ALL_SURVEYS, PartSurvey)`` for each part it is cut into and ``(bucket,
+KeyBatch)`` for its documents' keys, what ``planning`` makes the plan of.
 
 A survey estimates every document's strips, cuts a line-based file into parts of about
 ``part_strips`` estimated strips at line starts (a Parquet file is cut by row group; any other
@@ -27,6 +27,7 @@ from pixeltext_render.job.grouping import GroupInto
 from pixeltext_render.job.readers.base import CorpusFile, Document, FilePart, ReadOptions
 from pixeltext_render.job.readers.compression import compression_suffix
 from pixeltext_render.job.readers.files import (
+    GLOB,
     DocumentsDigest,
     ParseFile,
     corpus_file,
@@ -68,7 +69,8 @@ def key_digest(key: str) -> bytes:
 
 class MatchCorpus(beam.PTransform):
     """Resolved patterns (``resolve_pattern``, on the launcher) -> every ``CorpusFile`` they
-    match, each once; the workers do the matching."""
+    match, each once; the workers do the matching. A single pattern without glob characters
+    names one file, matched once: it needs no ``Distinct`` (a shuffle, a stage more)."""
 
     def __init__(self, patterns: list[str]):
         super().__init__()
@@ -77,7 +79,7 @@ class MatchCorpus(beam.PTransform):
     def expand(self, pipeline):
         patterns = self.patterns
         folder = corpus_folder(patterns)
-        return (
+        found = (
             pipeline
             | "Patterns" >> beam.Create(patterns)
             | "Match" >> fileio.MatchAll()
@@ -90,12 +92,12 @@ class MatchCorpus(beam.PTransform):
                     found.last_updated_in_seconds,
                 )
             )
-            | "Once" >> beam.Distinct()
-            | "File"
-            >> beam.MapTuple(
-                lambda path, size, modified: corpus_file(
-                    path.decode("utf-8", "surrogateescape"), size, modified, folder
-                )
+        )
+        if len(patterns) > 1 or any(GLOB.search(pattern) for pattern in patterns):
+            found = found | "Once" >> beam.Distinct()
+        return found | "File" >> beam.MapTuple(
+            lambda path, size, modified: corpus_file(
+                path.decode("utf-8", "surrogateescape"), size, modified, folder
             )
         )
 
@@ -165,7 +167,9 @@ class Spread(beam.PTransform):
 
 class SurveyCorpus(beam.PTransform):
     """Resolved corpus patterns -> the first pass's ``SurveyFile`` outputs, files spread over
-    ``buckets`` groups (one per worker)."""
+    ``buckets`` groups (one per worker), unless ``spread`` is false: a pass run in this process
+    on one worker has nothing to spread, and the regrouping's dozen transforms and its stage
+    would only add to Beam's fixed cost."""
 
     def __init__(
         self,
@@ -174,15 +178,14 @@ class SurveyCorpus(beam.PTransform):
         estimate: Callable[[str], int],
         part_strips: int,
         buckets: int,
+        spread: bool = True,
     ):
         super().__init__()
         self.patterns, self.options, self.estimate = patterns, options, estimate
-        self.part_strips, self.buckets = part_strips, buckets
+        self.part_strips, self.buckets, self.spread = part_strips, buckets, spread
 
     def expand(self, pipeline):
-        return (
-            pipeline
-            | "Match" >> MatchCorpus(self.patterns)
-            | "Spread" >> Spread(self.buckets)
-            | "Survey" >> beam.ParDo(SurveyFile(self.options, self.estimate, self.part_strips))
-        )
+        files = pipeline | "Match" >> MatchCorpus(self.patterns)
+        if self.spread:
+            files = files | "Spread" >> Spread(self.buckets)
+        return files | "Survey" >> beam.ParDo(SurveyFile(self.options, self.estimate, self.part_strips))
