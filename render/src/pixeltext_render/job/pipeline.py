@@ -86,11 +86,11 @@ SHARDS_PER_CHUNK = 4  # a line-based file is cut into parts of about this many s
 GROUPS_PER_WORKER = 8  # groups of chunks per worker in the second pass (``render_groups``)
 CLUSTER_WORKERS = 1000  # workers to spread the work for on Dataflow, Flink or Spark, unless given
 # A local job with the default workers runs a pass in this process when it takes one worker less
-# time than starting worker processes, about 2 s (``pass_workers``): 250 strips at 120 strips/s
+# time than starting worker processes, about 2 s (``pass_workers``): 500 strips at 250 strips/s
 # (cold, ``docs/render-job.md``); the first pass reads plain JSON Lines at about 100 MB/s, and
 # its bound leaves room for compressed files (several times slower a stored byte).
 SMALL_CORPUS_BYTES = 32 << 20
-SMALL_RENDER_STRIPS = 250
+SMALL_RENDER_STRIPS = 500
 SIZED_FILES = 1000  # files the launcher lists to size a local first pass; more: not small
 
 
