@@ -123,14 +123,14 @@ class Packer(ABC):
     the waiting parts its checkpoint names, so that it packs what the first run did)."""
 
     def __init__(self, rows: int, width: int):
-        self.width, self.size = width, rows
+        self.width, self.row_count = width, rows
         self.waiting: list[Part] = []
         self.full = False
         self._clear()
 
     def _clear(self) -> None:
-        self.rows: list[list[Part]] = [[] for _ in range(self.size)]
-        self.free = [self.width] * self.size
+        self.rows: list[list[Part]] = [[] for _ in range(self.row_count)]
+        self.free = [self.width] * self.row_count
 
     @abstractmethod
     def add(self, part: Part) -> None:
@@ -196,9 +196,9 @@ class RowSplitter(Packer):
 
     def add(self, part: Part) -> None:
         if part.sequence[0] == "pair":
-            row = next((r for r in range(self.row, self.size) if part.size <= self.free[r]), None)
+            row = next((r for r in range(self.row, self.row_count) if part.size <= self.free[r]), None)
             if row is None:
-                self.full = sum(p.sequence[0] == "pair" for p in self.waiting) >= self.size - 1
+                self.full = sum(p.sequence[0] == "pair" for p in self.waiting) >= self.row_count - 1
                 self.waiting.append(part)
                 return
             self._place(part, row)
@@ -216,6 +216,6 @@ class RowSplitter(Packer):
     def _past_full_rows(self) -> None:
         """Move the row being filled past full ones (a pair may fill a row too); at the end the
         batch is full."""
-        while self.row < self.size and not self.free[self.row]:
+        while self.row < self.row_count and not self.free[self.row]:
             self.row += 1
-        self.full = self.row == self.size
+        self.full = self.row == self.row_count

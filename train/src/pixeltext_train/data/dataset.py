@@ -24,7 +24,6 @@ from pixeltext_train.data.batches import (
 )
 from pixeltext_train.data.regimen import Regimen
 from pixeltext_train.data.sequences import (
-    MODALITIES,
     Sequence,
     SequenceSpec,
     is_validation,
@@ -138,7 +137,7 @@ class StripSequences(IterableDataset):
     ) -> Part:
         """A part a checkpoint says was waiting: its sample read again, its sequence made again
         as the kind it was drawn as, less the positions already trained on."""
-        keyed = self._sequence(stream.fetch(epoch, position, index), kind) if kind in MODALITIES else None
+        keyed = self._sequence(stream.fetch(epoch, position, index), kind)
         if keyed is None or keyed[1][0] != kind or not 0 <= offset < length(keyed[1]):
             raise ShardError(f"the shards changed since the checkpoint: sample {index} of shard {position}")
         part = Part(*keyed, (epoch, position, index))

@@ -34,6 +34,7 @@ import numpy as np
 
 from pixeltext_render.format.folder import ShardRecord
 from pixeltext_render.format.sample import InvalidSample, read_meta
+from pixeltext_train.data.sequences import MODALITIES
 from pixeltext_train.storage import ShardError, tar_samples
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ class StreamState:
 
 
 def _waiting_part(epoch: Any, position: Any, index: Any, kind: Any, offset: Any) -> list[Any]:
-    if not isinstance(kind, str):
-        raise ValueError(f"a waiting part's kind that is not a name: {kind!r}")
+    if kind not in MODALITIES:
+        raise ValueError(f"a waiting part's kind that is not one of {', '.join(MODALITIES)}: {kind!r}")
     return [int(epoch), int(position), int(index), kind, int(offset)]
 
 
